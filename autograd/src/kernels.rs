@@ -1,0 +1,270 @@
+//! CPU kernels shared by the ops: element-wise loops (parallel above a size threshold) and
+//! matrix products through faer.
+
+use crate::float::Float;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// Element counts at or above this run element-wise loops on rayon's pool.
+pub const PAR_MIN: usize = 1 << 15;
+const CHUNK: usize = 1 << 13;
+
+/// `f` applied to every value of `src`.
+pub fn map<T: Float>(src: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {
+    let mut out = vec![T::ZERO; src.len()];
+    map_into(&mut out, src, f, false);
+    out
+}
+
+/// `dst[i] (+)= f(src[i])`: replaces when `acc` is false, accumulates when true.
+pub fn map_into<T: Float>(dst: &mut [T], src: &[T], f: impl Fn(T) -> T + Sync + Send, acc: bool) {
+    debug_assert_eq!(dst.len(), src.len());
+    let body = |d: &mut [T], s: &[T]| {
+        if acc {
+            d.iter_mut().zip(s).for_each(|(d, &s)| *d += f(s));
+        } else {
+            d.iter_mut().zip(s).for_each(|(d, &s)| *d = f(s));
+        }
+    };
+    if dst.len() >= PAR_MIN {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| body(d, s));
+    } else {
+        body(dst, src);
+    }
+}
+
+/// `dst[i] (+)= f(a[i], b[i])`.
+pub fn zip_into<T: Float>(
+    dst: &mut [T],
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T) -> T + Sync + Send,
+    acc: bool,
+) {
+    debug_assert!(dst.len() == a.len() && a.len() == b.len());
+    let body = |d: &mut [T], a: &[T], b: &[T]| {
+        if acc {
+            for i in 0..d.len() {
+                d[i] += f(a[i], b[i]);
+            }
+        } else {
+            for i in 0..d.len() {
+                d[i] = f(a[i], b[i]);
+            }
+        }
+    };
+    if dst.len() >= PAR_MIN {
+        dst.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(d, (a, b))| body(d, a, b));
+    } else {
+        body(dst, a, b);
+    }
+}
+
+/// `dst[i] (+)= f(a[i], b[i], c[i])`.
+pub fn zip3_into<T: Float>(
+    dst: &mut [T],
+    a: &[T],
+    b: &[T],
+    c: &[T],
+    f: impl Fn(T, T, T) -> T + Sync + Send,
+    acc: bool,
+) {
+    debug_assert!(dst.len() == a.len() && a.len() == b.len() && b.len() == c.len());
+    let body = |d: &mut [T], a: &[T], b: &[T], c: &[T]| {
+        if acc {
+            for i in 0..d.len() {
+                d[i] += f(a[i], b[i], c[i]);
+            }
+        } else {
+            for i in 0..d.len() {
+                d[i] = f(a[i], b[i], c[i]);
+            }
+        }
+    };
+    if dst.len() >= PAR_MIN {
+        dst.par_chunks_mut(CHUNK)
+            .zip(
+                a.par_chunks(CHUNK)
+                    .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK))),
+            )
+            .for_each(|(d, (a, (b, c)))| body(d, a, b, c));
+    } else {
+        body(dst, a, b, c);
+    }
+}
+
+/// Copies (`acc` false) or adds (`acc` true) `src` into `dst`.
+pub fn write<T: Float>(dst: &mut [T], src: &[T], acc: bool) {
+    if acc {
+        zip_into_self(dst, src, |d, s| d + s);
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// `dst[i] = f(dst[i], src[i])`.
+pub fn zip_into_self<T: Float>(dst: &mut [T], src: &[T], f: impl Fn(T, T) -> T + Sync + Send) {
+    if dst.len() >= PAR_MIN {
+        dst.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| *d = f(*d, s)));
+    } else {
+        dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f(*d, s));
+    }
+}
+
+/// Zeroes `dst` unless accumulating (so that later code can always add).
+pub fn prepare<T: Float>(dst: &mut [T], acc: bool) {
+    if !acc {
+        dst.fill(T::ZERO);
+    }
+}
+
+thread_local! {
+    static MATMUL_CALLS: Cell<u64> = const { Cell::new(0) };
+    static MATMUL_FLOPS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Matrix-product counters of the current thread: `(calls, flops)`.
+///
+/// Every matrix product issued by the engine on this thread (forward or VJP, batched products
+/// counting once per call) adds to them. Tests use them to prove that a pruned VJP skips the
+/// weight-gradient products; benchmarks use them to report achieved GFLOP/s.
+pub fn matmul_counters() -> (u64, u64) {
+    (MATMUL_CALLS.with(Cell::get), MATMUL_FLOPS.with(Cell::get))
+}
+
+fn count(batch: usize, m: usize, n: usize, k: usize) {
+    MATMUL_CALLS.with(|c| c.set(c.get() + 1));
+    MATMUL_FLOPS.with(|c| c.set(c.get() + 2 * (batch * m * n * k) as u64));
+}
+
+/// A row-major matrix operand: `rows × cols` as stored, used transposed when `trans`.
+#[derive(Clone, Copy)]
+pub struct Operand<'a, T> {
+    /// Values, row-major.
+    pub data: &'a [T],
+    /// Stored rows.
+    pub rows: usize,
+    /// Stored columns.
+    pub cols: usize,
+    /// Use the transpose.
+    pub trans: bool,
+}
+
+impl<'a, T: Float> Operand<'a, T> {
+    /// Logical shape `(rows, cols)` after the optional transpose.
+    pub fn logical(&self) -> (usize, usize) {
+        if self.trans {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+
+    fn view(&self) -> MatRef<'a, T> {
+        let v = MatRef::from_row_major_slice(self.data, self.rows, self.cols);
+        if self.trans {
+            v.transpose()
+        } else {
+            v
+        }
+    }
+}
+
+/// `dst (+)= alpha · op(a) · op(b)` for one matrix: `dst` is row-major `m × n`.
+pub fn gemm<T: Float>(dst: &mut [T], a: Operand<'_, T>, b: Operand<'_, T>, alpha: T, acc: bool) {
+    let (m, k) = a.logical();
+    let (k2, n) = b.logical();
+    debug_assert_eq!(k, k2);
+    count(1, m, n, k);
+    gemm_raw(dst, a, b, alpha, acc, par_for(m * n * k));
+}
+
+fn par_for(work: usize) -> Par {
+    if work >= 1 << 18 && rayon::current_num_threads() > 1 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
+fn gemm_raw<T: Float>(
+    dst: &mut [T],
+    a: Operand<'_, T>,
+    b: Operand<'_, T>,
+    alpha: T,
+    acc: bool,
+    par: Par,
+) {
+    let (m, k) = a.logical();
+    let (_, n) = b.logical();
+    let mut out = MatMut::from_row_major_slice_mut(dst, m, n);
+    if k == 0 {
+        if !acc {
+            out.fill(T::ZERO);
+        }
+        return;
+    }
+    let beta = if acc { Accum::Add } else { Accum::Replace };
+    faer::linalg::matmul::matmul(out, beta, a.view(), b.view(), alpha, par);
+}
+
+/// Batched `dst[i] (+)= alpha · op(a[i]) · op(b[i])` over `batch` equally shaped matrices.
+///
+/// An operand whose `data` holds a single matrix is shared by every batch element. When
+/// the matrices are small the batch is split across rayon's threads with sequential kernels;
+/// large matrices use faer's own parallelism one after the other.
+pub fn gemm_batched<T: Float>(
+    dst: &mut [T],
+    batch: usize,
+    a: Operand<'_, T>,
+    b: Operand<'_, T>,
+    alpha: T,
+    acc: bool,
+) {
+    let (m, k) = a.logical();
+    let (_, n) = b.logical();
+    count(batch, m, n, k);
+    let (a_stride, b_stride) = (stride(a, batch), stride(b, batch));
+    let one = |i: usize, d: &mut [T], par: Par| {
+        let ai = Operand {
+            data: &a.data[i * a_stride..i * a_stride + a.rows * a.cols],
+            ..a
+        };
+        let bi = Operand {
+            data: &b.data[i * b_stride..i * b_stride + b.rows * b.cols],
+            ..b
+        };
+        gemm_raw(d, ai, bi, alpha, acc, par);
+    };
+    let work = m * n * k;
+    if m * n == 0 {
+        return;
+    }
+    if batch > 1 && work < 1 << 20 && rayon::current_num_threads() > 1 {
+        dst.par_chunks_mut(m * n)
+            .enumerate()
+            .for_each(|(i, d)| one(i, d, Par::Seq));
+    } else {
+        let par = par_for(work);
+        for (i, d) in dst.chunks_mut(m * n).enumerate() {
+            one(i, d, par);
+        }
+    }
+}
+
+fn stride<T>(op: Operand<'_, T>, batch: usize) -> usize {
+    let size = op.rows * op.cols;
+    if op.data.len() == size {
+        0
+    } else {
+        debug_assert_eq!(op.data.len(), size * batch);
+        size
+    }
+}

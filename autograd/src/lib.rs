@@ -1,0 +1,56 @@
+//! # deq-autograd: tensors and replayable reverse-mode autodiff
+//!
+//! The engine under every `deq` figure. It is built for the access pattern of deep equilibrium
+//! models: a fixed-point solver calls a vector-Jacobian product (VJP) dozens of times per
+//! training step on **one** recorded application of a cell `f(z*)`.
+//!
+//! - [`Tensor<T>`]: contiguous row-major values for `T = f32` or `f64` ([`Float`]), shared
+//!   storage, shape in a small vector. One generic code path: a cell written once runs in f32
+//!   for training and in f64 for gradient checks.
+//! - [`Var<T>`]: a tensor that may be recorded on a [`Tape`]. Ops are methods on `Var`; they
+//!   record only while recording is on ([`no_grad`] turns it off) and an operand lives on a
+//!   tape, so a no-grad evaluation keeps no intermediates.
+//! - [`Tape::vjp`]: `uᵀ·∂y/∂x` for any outputs, cotangents and inputs, callable any number of
+//!   times on one recording. The reverse order is pruned once per `(outputs, wrt)` pair and
+//!   cached: a VJP with respect to `z` alone skips every weight-gradient product. Gradient
+//!   buffers are reused across calls.
+//! - [`custom_op`]: a value with a user VJP closure (the DEQ layer's implicit backward).
+//! - [`gradcheck`]: each input's VJP against central finite differences in f64.
+//!
+//! ```
+//! use deq_autograd::{Tape, Tensor, Var};
+//! let tape = Tape::<f64>::new();
+//! let w = tape.leaf(Tensor::from_vec(vec![0.5, -0.3, 0.2, 0.1], &[2, 2]));
+//! let z = tape.leaf(Tensor::from_vec(vec![1.0, 2.0], &[1, 2]));
+//! // y = tanh(z Wᵀ)
+//! let y = z.matmul_t(&w, false, true).tanh();
+//! let u = Tensor::ones(&[1, 2]);
+//! // The same recording serves any number of VJPs; this one skips ∂W entirely.
+//! for _ in 0..3 {
+//!     let gz = tape.vjp(&[&y], &[&u], &[&z]);
+//!     assert_eq!(gz[0].shape(), &[1, 2]);
+//! }
+//! ```
+//!
+//! Shape mismatches in ops are programmer errors and panic with the op name and both shapes.
+
+pub mod device;
+pub mod float;
+pub mod gradcheck;
+pub mod kernels;
+pub mod ops;
+pub mod rng;
+pub mod tape;
+pub mod tensor;
+pub mod var;
+
+pub use device::Device;
+pub use float::{DType, Float};
+pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport, InputReport};
+pub use kernels::matmul_counters;
+pub use ops::mask::{dropout_mask, Mask};
+pub use ops::matmul::matmul_tensor;
+pub use rng::Rng;
+pub use tape::{Backward, CustomVjp, Tape};
+pub use tensor::{shape_of, Shape, Tensor};
+pub use var::{custom_op, is_recording, no_grad, record, NoGradGuard, Var};

@@ -1,0 +1,194 @@
+//! Causal 1-D convolution over time with dilation: `[B, T, C_in] -> [B, T, C_out]`.
+//!
+//! `y[b, t] = bias + Σ_j x[b, t - (K-1-j)·d] · W[j]` with `W` of shape `[K, C_in, C_out]` and
+//! zeros for negative times (left padding of `(K-1)·d`), so output `t` sees inputs `≤ t` only.
+//! Each tap is one matrix product of a time-shifted block of rows (no im2col copy); the VJPs
+//! are the matching products `∂x_shift += g·W[j]ᵀ`, `∂W[j] += x_shiftᵀ·g`.
+
+use crate::float::Float;
+use crate::kernels::{self, gemm, Operand};
+use crate::tape::Backward;
+use crate::tensor::Tensor;
+use crate::var::{record, Var};
+
+#[derive(Clone, Copy)]
+struct ConvDims {
+    batch: usize,
+    time: usize,
+    c_in: usize,
+    c_out: usize,
+    taps: usize,
+    dilation: usize,
+}
+
+impl ConvDims {
+    /// Time shift of tap `j`.
+    fn shift(&self, j: usize) -> usize {
+        (self.taps - 1 - j) * self.dilation
+    }
+
+    fn rows<'a, T>(&self, data: &'a [T], b: usize, from: usize, count: usize, c: usize) -> &'a [T] {
+        let start = (b * self.time + from) * c;
+        &data[start..start + count * c]
+    }
+}
+
+struct Conv1dBackward<T: Float> {
+    x: Tensor<T>,
+    w: Tensor<T>,
+    d: ConvDims,
+}
+
+impl<T: Float> Conv1dBackward<T> {
+    fn grad_x(&self, g: &[T], dst: &mut [T], acc: bool) {
+        let d = self.d;
+        kernels::prepare(dst, acc);
+        for b in 0..d.batch {
+            for j in 0..d.taps {
+                let s = d.shift(j);
+                if s >= d.time {
+                    continue;
+                }
+                let n = d.time - s;
+                let start = b * d.time * d.c_in;
+                let out = &mut dst[start..start + n * d.c_in];
+                let gs = Operand {
+                    data: d.rows(g, b, s, n, d.c_out),
+                    rows: n,
+                    cols: d.c_out,
+                    trans: false,
+                };
+                let wj = Operand {
+                    data: tap(&self.w, j, d),
+                    rows: d.c_in,
+                    cols: d.c_out,
+                    trans: true,
+                };
+                gemm(out, gs, wj, T::ONE, true);
+            }
+        }
+    }
+
+    fn grad_w(&self, g: &[T], dst: &mut [T], acc: bool) {
+        let d = self.d;
+        kernels::prepare(dst, acc);
+        let x = self.x.data();
+        for j in 0..d.taps {
+            let s = d.shift(j);
+            if s >= d.time {
+                continue;
+            }
+            let n = d.time - s;
+            let out = &mut dst[j * d.c_in * d.c_out..(j + 1) * d.c_in * d.c_out];
+            for b in 0..d.batch {
+                let xs = Operand {
+                    data: d.rows(x, b, 0, n, d.c_in),
+                    rows: n,
+                    cols: d.c_in,
+                    trans: true,
+                };
+                let gs = Operand {
+                    data: d.rows(g, b, s, n, d.c_out),
+                    rows: n,
+                    cols: d.c_out,
+                    trans: false,
+                };
+                gemm(out, xs, gs, T::ONE, true);
+            }
+        }
+    }
+
+    fn grad_bias(&self, g: &[T], dst: &mut [T], acc: bool) {
+        kernels::prepare(dst, acc);
+        for row in g.chunks(self.d.c_out) {
+            dst.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+        }
+    }
+}
+
+fn tap<T: Float>(w: &Tensor<T>, j: usize, d: ConvDims) -> &[T] {
+    &w.data()[j * d.c_in * d.c_out..(j + 1) * d.c_in * d.c_out]
+}
+
+impl<T: Float> Backward<T> for Conv1dBackward<T> {
+    fn name(&self) -> &'static str {
+        "causal_conv1d"
+    }
+
+    fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {
+        match k {
+            0 => self.grad_x(g, dst, acc),
+            1 => self.grad_w(g, dst, acc),
+            _ => self.grad_bias(g, dst, acc),
+        }
+    }
+}
+
+impl<T: Float> Var<T> {
+    /// Causal convolution of `self` (`[B, T, C_in]`) with `weight` (`[K, C_in, C_out]`) and
+    /// dilation `dilation`, plus an optional `bias` (`[C_out]`). See the module docs.
+    pub fn causal_conv1d(&self, weight: &Var<T>, bias: Option<&Var<T>>, dilation: usize) -> Var<T> {
+        let (xs, ws) = (self.shape(), weight.shape());
+        let ok = xs.len() == 3 && ws.len() == 3 && ws[1] == xs[2] && dilation >= 1;
+        assert!(
+            ok,
+            "causal_conv1d: input {xs:?} (needs [B, T, C_in]) and weight {ws:?} (needs [K, C_in, C_out]), dilation {dilation}"
+        );
+        if let Some(b) = bias {
+            assert!(
+                b.shape() == [ws[2]],
+                "causal_conv1d: bias of shape {:?} for weight {ws:?}",
+                b.shape()
+            );
+        }
+        let d = ConvDims {
+            batch: xs[0],
+            time: xs[1],
+            c_in: xs[2],
+            c_out: ws[2],
+            taps: ws[0],
+            dilation,
+        };
+        let x = self.value().data();
+        let mut out = vec![T::ZERO; d.batch * d.time * d.c_out];
+        if let Some(b) = bias {
+            for row in out.chunks_mut(d.c_out) {
+                row.copy_from_slice(b.value().data());
+            }
+        }
+        for b in 0..d.batch {
+            for j in 0..d.taps {
+                let s = d.shift(j);
+                if s >= d.time {
+                    continue;
+                }
+                let n = d.time - s;
+                let start = (b * d.time + s) * d.c_out;
+                let dst = &mut out[start..start + n * d.c_out];
+                let xs = Operand {
+                    data: d.rows(x, b, 0, n, d.c_in),
+                    rows: n,
+                    cols: d.c_in,
+                    trans: false,
+                };
+                let wj = Operand {
+                    data: tap(weight.value(), j, d),
+                    rows: d.c_in,
+                    cols: d.c_out,
+                    trans: false,
+                };
+                gemm(dst, xs, wj, T::ONE, true);
+            }
+        }
+        let value = Tensor::from_vec(out, &[d.batch, d.time, d.c_out]);
+        let make = || Conv1dBackward {
+            x: self.value().clone(),
+            w: weight.value().clone(),
+            d,
+        };
+        match bias {
+            Some(b) => record(value, &[self, weight, b], make),
+            None => record(value, &[self, weight], make),
+        }
+    }
+}

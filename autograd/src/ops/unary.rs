@@ -1,0 +1,174 @@
+//! Element-wise functions of one tensor and their derivatives.
+
+use crate::float::Float;
+use crate::kernels;
+use crate::tape::Backward;
+use crate::tensor::Tensor;
+use crate::var::{record, Var};
+
+/// √(2/π), the GELU tanh-approximation constant.
+const GELU_C: f64 = 0.797_884_560_802_865_4;
+const GELU_A: f64 = 0.044_715;
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Neg,
+    Exp,
+    Log,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Gelu,
+    Sqrt,
+    Powi(i32),
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Neg => "neg",
+            Kind::Exp => "exp",
+            Kind::Log => "log",
+            Kind::Tanh => "tanh",
+            Kind::Sigmoid => "sigmoid",
+            Kind::Relu => "relu",
+            Kind::Gelu => "gelu",
+            Kind::Sqrt => "sqrt",
+            Kind::Powi(_) => "powi",
+        }
+    }
+
+    #[inline(always)]
+    fn apply<T: Float>(self, x: T) -> T {
+        match self {
+            Kind::Neg => -x,
+            Kind::Exp => x.exp(),
+            Kind::Log => x.ln(),
+            Kind::Tanh => x.tanh(),
+            Kind::Sigmoid => sigmoid(x),
+            Kind::Relu => x.max(T::ZERO),
+            Kind::Gelu => {
+                let (c, a, half) = (T::from_f64(GELU_C), T::from_f64(GELU_A), T::from_f64(0.5));
+                half * x * (T::ONE + (c * (x + a * x * x * x)).tanh())
+            }
+            Kind::Sqrt => x.sqrt(),
+            Kind::Powi(n) => x.powi(n),
+        }
+    }
+
+    /// g · f'(x), given the input `x` and the output `y = f(x)`.
+    #[inline(always)]
+    fn derivative<T: Float>(self, g: T, x: T, y: T) -> T {
+        match self {
+            Kind::Neg => -g,
+            Kind::Exp => g * y,
+            Kind::Log => g / x,
+            Kind::Tanh => g * (T::ONE - y * y),
+            Kind::Sigmoid => g * y * (T::ONE - y),
+            Kind::Relu => {
+                if x > T::ZERO {
+                    g
+                } else {
+                    T::ZERO
+                }
+            }
+            Kind::Gelu => {
+                let (c, a, half) = (T::from_f64(GELU_C), T::from_f64(GELU_A), T::from_f64(0.5));
+                let t = (c * (x + a * x * x * x)).tanh();
+                let dt = (T::ONE - t * t) * c * (T::ONE + T::from_f64(3.0) * a * x * x);
+                g * half * (T::ONE + t + x * dt)
+            }
+            Kind::Sqrt => g * T::from_f64(0.5) / y,
+            Kind::Powi(n) => g * T::from_f64(n as f64) * x.powi(n - 1),
+        }
+    }
+}
+
+#[inline(always)]
+fn sigmoid<T: Float>(x: T) -> T {
+    if x >= T::ZERO {
+        T::ONE / (T::ONE + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (T::ONE + e)
+    }
+}
+
+struct UnaryBackward<T: Float> {
+    kind: Kind,
+    x: Tensor<T>,
+    y: Tensor<T>,
+}
+
+impl<T: Float> Backward<T> for UnaryBackward<T> {
+    fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
+        let kind = self.kind;
+        kernels::zip3_into(
+            dst,
+            g,
+            self.x.data(),
+            self.y.data(),
+            |g, x, y| kind.derivative(g, x, y),
+            acc,
+        );
+    }
+}
+
+fn unary<T: Float>(kind: Kind, a: &Var<T>) -> Var<T> {
+    let value = a.value().map(|x| kind.apply(x));
+    let x = a.value().clone();
+    let y = value.clone();
+    record(value, &[a], move || UnaryBackward { kind, x, y })
+}
+
+impl<T: Float> Var<T> {
+    /// `-self`.
+    pub fn neg(&self) -> Var<T> {
+        unary(Kind::Neg, self)
+    }
+
+    /// `e^self`.
+    pub fn exp(&self) -> Var<T> {
+        unary(Kind::Exp, self)
+    }
+
+    /// Natural logarithm.
+    pub fn log(&self) -> Var<T> {
+        unary(Kind::Log, self)
+    }
+
+    /// Hyperbolic tangent; derivative `1 - tanh²`.
+    pub fn tanh(&self) -> Var<T> {
+        unary(Kind::Tanh, self)
+    }
+
+    /// Logistic sigmoid `1 / (1 + e^-x)`, computed without overflow.
+    pub fn sigmoid(&self) -> Var<T> {
+        unary(Kind::Sigmoid, self)
+    }
+
+    /// `max(x, 0)`; derivative 0 at 0.
+    pub fn relu(&self) -> Var<T> {
+        unary(Kind::Relu, self)
+    }
+
+    /// GELU in its tanh form, `x/2 · (1 + tanh(√(2/π)(x + 0.044715 x³)))` (as in GPT-2 and the
+    /// `approximate="tanh"` option of PyTorch); the derivative is exact for this form.
+    pub fn gelu(&self) -> Var<T> {
+        unary(Kind::Gelu, self)
+    }
+
+    /// Square root.
+    pub fn sqrt(&self) -> Var<T> {
+        unary(Kind::Sqrt, self)
+    }
+
+    /// Integer power `x^n`.
+    pub fn powi(&self, n: i32) -> Var<T> {
+        unary(Kind::Powi(n), self)
+    }
+}

@@ -1,0 +1,339 @@
+//! The tape: an append-only list of recorded nodes and the replayable, pruned VJP engine.
+//!
+//! A node holds its op's backward rule, the tape indices of its differentiable inputs and its
+//! shape. Nodes are only appended, so inputs always have smaller indices than the nodes that use
+//! them and the index order is a topological order: a reverse sweep never sorts anything.
+//!
+//! `vjp(outputs, cotangents, wrt)` computes `uᵀ·∂outputs/∂wrt`. Its first call for a given
+//! `(outputs, wrt)` pair builds a [`Plan`]: the nodes that both depend on some `wrt` node and
+//! feed some output, and for each such node the inputs that lead to a `wrt` node. Later calls
+//! replay the cached plan into gradient buffers kept on the tape: the first write into a buffer
+//! replaces its contents, later writes accumulate, and steady-state calls allocate only the
+//! returned tensors (none with [`Tape::vjp_with`]).
+
+use crate::float::Float;
+use crate::kernels;
+use crate::tensor::{Shape, Tensor};
+use crate::var::Var;
+use smallvec::SmallVec;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// The backward rule of a recorded op.
+///
+/// `vjp(k, g, dst, acc)` must write (`acc == false`) or add (`acc == true`) the vector-Jacobian
+/// product `gᵀ·∂out/∂input_k` into `dst`, which has the element count of input `k`. It is called
+/// only for inputs that need a gradient, once per input position (an op whose two inputs are the
+/// same variable is called twice, the second time accumulating).
+pub trait Backward<T: Float> {
+    /// The op's name, for error messages and profiles.
+    fn name(&self) -> &'static str;
+    /// Writes or accumulates `gᵀ·∂out/∂input_k` into `dst`.
+    fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool);
+}
+
+/// The backward rule of a custom op: given `∂L/∂out` and which inputs need a gradient, the
+/// gradients of those inputs (`None` for the others).
+pub type CustomVjp<T> = Box<dyn Fn(&Tensor<T>, &[bool]) -> Vec<Option<Tensor<T>>>>;
+
+pub(crate) enum NodeOp<T: Float> {
+    Leaf,
+    Builtin(Box<dyn Backward<T>>),
+    Custom(CustomVjp<T>),
+}
+
+pub(crate) struct Node<T: Float> {
+    op: NodeOp<T>,
+    /// Tape index of each input, `None` for constants.
+    inputs: SmallVec<[Option<u32>; 3]>,
+    shape: Shape,
+}
+
+/// One step of a plan: run the backward rule of `node` for the input positions listed.
+struct Step {
+    node: u32,
+    positions: SmallVec<[u8; 3]>,
+}
+
+/// The pruned reverse order for one `(outputs, wrt)` pair.
+struct Plan {
+    steps: Vec<Step>,
+}
+
+#[derive(Default)]
+struct Workspace<T> {
+    grads: Vec<Vec<T>>,
+    written: Vec<bool>,
+}
+
+pub(crate) struct TapeInner<T: Float> {
+    nodes: Vec<Node<T>>,
+    plans: HashMap<(Vec<u32>, Vec<u32>), Rc<Plan>>,
+    ws: Workspace<T>,
+}
+
+/// A recording of tensor operations, shared by the [`Var`]s recorded on it.
+///
+/// Create one, put leaves on it with [`Tape::leaf`], compute with `Var` ops, then call
+/// [`Tape::vjp`] as often as needed. Clones refer to the same tape.
+#[derive(Clone)]
+pub struct Tape<T: Float> {
+    inner: Rc<RefCell<TapeInner<T>>>,
+}
+
+impl<T: Float> Default for Tape<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Float> Tape<T> {
+    /// An empty tape.
+    pub fn new() -> Self {
+        Tape {
+            inner: Rc::new(RefCell::new(TapeInner {
+                nodes: Vec::new(),
+                plans: HashMap::new(),
+                ws: Workspace::default(),
+            })),
+        }
+    }
+
+    /// A differentiable input: a variable recorded on this tape with no inputs of its own.
+    pub fn leaf(&self, value: Tensor<T>) -> Var<T> {
+        let id = self.push(NodeOp::Leaf, SmallVec::new(), value.shape());
+        Var::on_tape(value, self.clone(), id)
+    }
+
+    /// Number of recorded nodes (leaves included).
+    pub fn len(&self) -> usize {
+        self.inner.borrow().nodes.len()
+    }
+
+    /// True when nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True when both handles refer to the same tape.
+    pub fn same(&self, other: &Tape<T>) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
+    /// Frees the gradient buffers kept for replayed VJPs (they are rebuilt on the next call).
+    pub fn release_buffers(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.ws = Workspace::default();
+    }
+
+    pub(crate) fn push(
+        &self,
+        op: NodeOp<T>,
+        inputs: SmallVec<[Option<u32>; 3]>,
+        shape: &[usize],
+    ) -> u32 {
+        let mut inner = self.inner.borrow_mut();
+        let id = inner.nodes.len();
+        assert!(id < u32::MAX as usize, "tape: too many nodes");
+        inner.nodes.push(Node {
+            op,
+            inputs,
+            shape: Shape::from_slice(shape),
+        });
+        id as u32
+    }
+
+    /// The vector-Jacobian product `Σ_i cotangents[i]ᵀ · ∂outputs[i]/∂wrt[j]` for every `j`.
+    ///
+    /// Any number of calls may be made on one recording; each computes only what `wrt` needs
+    /// (a VJP with respect to `z` alone skips every weight-gradient product). A `wrt` variable
+    /// that no output depends on gets zeros. Panics if a variable is not on this tape or a
+    /// cotangent's shape differs from its output's.
+    pub fn vjp(
+        &self,
+        outputs: &[&Var<T>],
+        cotangents: &[&Tensor<T>],
+        wrt: &[&Var<T>],
+    ) -> Vec<Tensor<T>> {
+        let mut result: Vec<Option<Tensor<T>>> = vec![None; wrt.len()];
+        self.vjp_with(outputs, cotangents, wrt, |j, grad| {
+            let shape = wrt[j].shape();
+            result[j] = Some(match grad {
+                Some(g) => Tensor::from_vec(g.to_vec(), shape),
+                None => Tensor::zeros(shape),
+            });
+        });
+        result.into_iter().map(|t| t.expect("vjp result")).collect()
+    }
+
+    /// Like [`Tape::vjp`], but hands each gradient to `sink(j, grad)` as a borrowed slice
+    /// (`None` when `wrt[j]` does not influence the outputs, i.e. the gradient is zero), so a
+    /// caller that copies into its own buffer allocates nothing per call.
+    pub fn vjp_with(
+        &self,
+        outputs: &[&Var<T>],
+        cotangents: &[&Tensor<T>],
+        wrt: &[&Var<T>],
+        mut sink: impl FnMut(usize, Option<&[T]>),
+    ) {
+        assert_eq!(
+            outputs.len(),
+            cotangents.len(),
+            "vjp: {} outputs but {} cotangents",
+            outputs.len(),
+            cotangents.len()
+        );
+        let out_ids: Vec<u32> = outputs.iter().map(|v| self.id_of(v, "output")).collect();
+        let wrt_ids: Vec<u32> = wrt.iter().map(|v| self.id_of(v, "wrt")).collect();
+        for (o, c) in outputs.iter().zip(cotangents) {
+            assert_eq!(
+                o.shape(),
+                c.shape(),
+                "vjp: cotangent shape {:?} differs from output shape {:?}",
+                c.shape(),
+                o.shape()
+            );
+        }
+        let mut guard = self.inner.borrow_mut();
+        let inner = &mut *guard;
+        let plan = plan_for(inner, &out_ids, &wrt_ids);
+        let TapeInner { nodes, ws, .. } = inner;
+        if ws.grads.len() < nodes.len() {
+            ws.grads.resize_with(nodes.len(), Vec::new);
+            ws.written.resize(nodes.len(), false);
+        }
+        ws.written.iter_mut().for_each(|w| *w = false);
+        for (&id, c) in out_ids.iter().zip(cotangents) {
+            let i = id as usize;
+            let buf = &mut ws.grads[i];
+            buf.resize(c.numel(), T::ZERO);
+            kernels::write(buf, c.data(), ws.written[i]);
+            ws.written[i] = true;
+        }
+        for step in &plan.steps {
+            run_step(nodes, ws, step);
+        }
+        for (j, &id) in wrt_ids.iter().enumerate() {
+            let i = id as usize;
+            if ws.written[i] {
+                sink(j, Some(&ws.grads[i]));
+            } else {
+                sink(j, None);
+            }
+        }
+    }
+
+    fn id_of(&self, v: &Var<T>, role: &str) -> u32 {
+        match v.node() {
+            Some((tape, id)) if tape.same(self) => id,
+            Some(_) => panic!("vjp: {role} variable belongs to another tape"),
+            None => panic!(
+                "vjp: {role} variable of shape {:?} is not recorded on a tape \
+                 (was it computed with recording off, or is it a constant?)",
+                v.shape()
+            ),
+        }
+    }
+}
+
+fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
+    let i = step.node as usize;
+    let node = &nodes[i];
+    let (lower, upper) = ws.grads.split_at_mut(i);
+    let g = &upper[0];
+    match &node.op {
+        NodeOp::Leaf => {}
+        NodeOp::Builtin(op) => {
+            for &k in &step.positions {
+                let p = node.inputs[k as usize].expect("planned input is recorded") as usize;
+                let dst = &mut lower[p];
+                let numel: usize = nodes[p].shape.iter().product();
+                if dst.len() != numel {
+                    dst.resize(numel, T::ZERO);
+                }
+                op.vjp(k as usize, g, dst, ws.written[p]);
+                ws.written[p] = true;
+            }
+        }
+        NodeOp::Custom(f) => {
+            let mut needs = vec![false; node.inputs.len()];
+            for &k in &step.positions {
+                needs[k as usize] = true;
+            }
+            let g_t = Tensor::from_vec(g.clone(), &node.shape);
+            let grads = f(&g_t, &needs);
+            for &k in &step.positions {
+                let p = node.inputs[k as usize].expect("planned input is recorded") as usize;
+                if let Some(grad) = grads.get(k as usize).and_then(|x| x.as_ref()) {
+                    let numel: usize = nodes[p].shape.iter().product();
+                    assert_eq!(
+                        grad.numel(),
+                        numel,
+                        "custom op: gradient {k} has {} elements, its input has {numel}",
+                        grad.numel()
+                    );
+                    let dst = &mut lower[p];
+                    if dst.len() != numel {
+                        dst.resize(numel, T::ZERO);
+                    }
+                    kernels::write(dst, grad.data(), ws.written[p]);
+                    ws.written[p] = true;
+                }
+            }
+        }
+    }
+}
+
+fn plan_for<T: Float>(inner: &mut TapeInner<T>, outs: &[u32], wrt: &[u32]) -> Rc<Plan> {
+    let key = (outs.to_vec(), wrt.to_vec());
+    if let Some(p) = inner.plans.get(&key) {
+        return p.clone();
+    }
+    let nodes = &inner.nodes;
+    let top = outs.iter().copied().max().map_or(0, |m| m as usize + 1);
+    // needs[i]: node i is a wrt node or depends on one.
+    let mut needs = vec![false; top];
+    for &w in wrt {
+        if (w as usize) < top {
+            needs[w as usize] = true;
+        }
+    }
+    for i in 0..top {
+        if !needs[i] {
+            needs[i] = nodes[i]
+                .inputs
+                .iter()
+                .any(|p| p.is_some_and(|p| needs[p as usize]));
+        }
+    }
+    // reach[i]: some output depends on node i (through nodes that need gradients).
+    let mut reach = vec![false; top];
+    for &o in outs {
+        reach[o as usize] = true;
+    }
+    let mut steps = Vec::new();
+    for i in (0..top).rev() {
+        if !(reach[i] && needs[i]) {
+            continue;
+        }
+        let mut positions = SmallVec::new();
+        for (k, p) in nodes[i].inputs.iter().enumerate() {
+            if let Some(p) = *p {
+                if needs[p as usize] {
+                    positions.push(k as u8);
+                    reach[p as usize] = true;
+                }
+            }
+        }
+        if !positions.is_empty() {
+            steps.push(Step {
+                node: i as u32,
+                positions,
+            });
+        }
+    }
+    let plan = Rc::new(Plan { steps });
+    inner.plans.insert(key, plan.clone());
+    plan
+}
