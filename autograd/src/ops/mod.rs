@@ -7,6 +7,7 @@ pub mod conv1d;
 pub mod cross_entropy;
 pub mod embedding;
 pub mod layer_norm;
+pub mod linear;
 pub mod mask;
 pub mod matmul;
 pub mod reduce;

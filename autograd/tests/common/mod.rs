@@ -1,0 +1,145 @@
+//! Shared helpers of the gradient property tests (`grad_*.rs`): proptest strategies for shapes,
+//! broadcast pairs and values where each op is smooth, and a gradcheck assertion.
+//!
+//! Every property runs [`CASES`] random cases and checks the op's VJP against central finite
+//! differences in f64 with [`deq_autograd::gradcheck`] at a relative tolerance of [`TOLERANCE`].
+//! The random cotangent of each case is drawn from the case's own seed.
+
+#![allow(dead_code)]
+
+use deq_autograd::{gradcheck, GradcheckOptions, Tensor, Var};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use std::ops::RangeInclusive;
+
+/// Cases per property (the acceptance floor is 64).
+pub const CASES: u32 = 64;
+
+/// Largest accepted norm-wise relative error between the VJP and finite differences.
+pub const TOLERANCE: f64 = 1e-6;
+
+/// The proptest configuration of every gradient property.
+pub fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: CASES,
+        ..ProptestConfig::default()
+    }
+}
+
+/// Runs [`gradcheck`] of `f` at `inputs` (cotangent drawn from `seed`) and fails the case,
+/// printing the report, unless every input's relative error is within [`TOLERANCE`].
+pub fn check_grad(
+    op: &str,
+    f: impl Fn(&[Var<f64>]) -> Var<f64>,
+    inputs: &[Tensor<f64>],
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let opts = GradcheckOptions {
+        tolerance: TOLERANCE,
+        seed,
+        ..GradcheckOptions::default()
+    };
+    let report = gradcheck(f, inputs, &opts);
+    let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
+    prop_assert!(
+        report.passed(),
+        "{op}: VJP disagrees with central differences for inputs of shapes {shapes:?}\n{report}"
+    );
+    Ok(())
+}
+
+/// The seed of a case's random cotangent.
+pub fn seed() -> impl Strategy<Value = u64> {
+    any::<u64>()
+}
+
+/// A dimension size in `1..=4`, size 1 drawn often (it is the broadcasting edge case).
+pub fn dim() -> impl Strategy<Value = usize> {
+    prop_oneof![1 => Just(1usize), 3 => 1usize..=4]
+}
+
+/// A shape whose rank lies in `ranks`, dims from [`dim`].
+pub fn shape(ranks: RangeInclusive<usize>) -> impl Strategy<Value = Vec<usize>> {
+    vec(dim(), ranks)
+}
+
+/// A tensor of the given shape with values drawn from `value`.
+pub fn tensor_of(
+    shape: Vec<usize>,
+    value: impl Strategy<Value = f64> + Clone,
+) -> impl Strategy<Value = Tensor<f64>> {
+    let n = shape.iter().product::<usize>();
+    vec(value, n).prop_map(move |v| Tensor::from_vec(v, &shape))
+}
+
+/// A tensor with a random shape of rank in `ranks` and values uniform in `[lo, hi)`.
+pub fn tensor(ranks: RangeInclusive<usize>, lo: f64, hi: f64) -> BoxedStrategy<Tensor<f64>> {
+    shape(ranks)
+        .prop_flat_map(move |s| tensor_of(s, lo..hi))
+        .boxed()
+}
+
+/// Values with `lo ≤ |x| < hi` and a random sign: away from zero (kinks, poles).
+pub fn away_from_zero(lo: f64, hi: f64) -> impl Strategy<Value = f64> + Clone {
+    (lo..hi, any::<bool>()).prop_map(|(m, neg)| if neg { -m } else { m })
+}
+
+/// A tensor of the given shape whose values are pairwise at least `0.09` apart: a random
+/// permutation of an evenly spaced grid plus a small jitter, so maxima have no ties and no
+/// finite-difference step crosses one.
+pub fn distinct_tensor(shape: Vec<usize>) -> impl Strategy<Value = Tensor<f64>> {
+    let n = shape.iter().product::<usize>();
+    (
+        Just((0..n).collect::<Vec<usize>>()).prop_shuffle(),
+        vec(0.0..0.01f64, n),
+    )
+        .prop_map(move |(perm, jitter)| {
+            let values = perm
+                .iter()
+                .zip(&jitter)
+                .map(|(&p, &j)| 0.1 * p as f64 - 0.05 * n as f64 + j)
+                .collect();
+            Tensor::from_vec(values, &shape)
+        })
+}
+
+/// A shape that broadcasts to `out`: it may lose some leading dimensions and have any other
+/// dimension set to 1.
+pub fn broadcastable_to(out: Vec<usize>) -> impl Strategy<Value = Vec<usize>> {
+    let r = out.len();
+    (
+        vec(proptest::bool::weighted(0.35), r),
+        prop_oneof![3 => Just(0usize), 1 => 0..=r],
+    )
+        .prop_map(move |(ones, drop)| {
+            out.iter()
+                .zip(&ones)
+                .skip(drop)
+                .map(|(&d, &one)| if one { 1 } else { d })
+                .collect()
+        })
+}
+
+/// Two shapes that broadcast together: both are [`broadcastable_to`] a common random shape,
+/// so pairs like `[a, 1, c]` vs `[b, 1]`, `[1, c]` vs `[a, 1]` occur; a quarter of the pairs
+/// are equal shapes (the ops' non-broadcasting fast path).
+pub fn broadcast_pair() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
+    prop_oneof![
+        1 => shape(0..=4).prop_map(|s| (s.clone(), s)),
+        3 => shape(1..=4)
+            .prop_flat_map(|out| (broadcastable_to(out.clone()), broadcastable_to(out))),
+    ]
+}
+
+/// The broadcast shape of `a` and `b` by NumPy's rules (to check the op's output shape).
+pub fn broadcast_of(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let n = a.len().max(b.len());
+    (0..n)
+        .map(|i| {
+            let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
+            let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            da.max(db)
+        })
+        .collect()
+}

@@ -1,0 +1,164 @@
+//! Gradient properties of `matmul` / `matmul_t`: plain 2-D products, batched products over one
+//! or two batch dimensions, and batched products whose left or right operand is a single 2-D
+//! matrix shared by the batch. Every case checks all four transpose combinations `(ta, tb)`
+//! against central finite differences in f64 (relative error ≤ 1e-6), so each code path of the
+//! forward product and of both VJPs (including the flattened shared-weight fast paths) is hit.
+
+mod common;
+
+use common::{check_grad, config, dim, seed};
+use deq_autograd::{Tape, Tensor, Var};
+use proptest::collection::vec;
+use proptest::prelude::*;
+
+/// The stored shape of an operand with logical shape `rows × cols` (after `op`).
+fn stored(batch: &[usize], rows: usize, cols: usize, trans: bool) -> Vec<usize> {
+    let mut s = batch.to_vec();
+    if trans {
+        s.extend([cols, rows]);
+    } else {
+        s.extend([rows, cols]);
+    }
+    s
+}
+
+/// One product: batch shapes of both operands, `m × k · k × n`, and the values of both.
+#[derive(Debug, Clone)]
+struct Case {
+    a_batch: Vec<usize>,
+    b_batch: Vec<usize>,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Vec<f64>,
+    b: Vec<f64>,
+}
+
+/// A case with the given batch shapes of `a` and `b` and random `m, k, n` in `1..=4`.
+fn case(a_batch: Vec<usize>, b_batch: Vec<usize>) -> impl Strategy<Value = Case> {
+    (dim(), dim(), dim()).prop_flat_map(move |(m, k, n)| {
+        let na = a_batch.iter().product::<usize>() * m * k;
+        let nb = b_batch.iter().product::<usize>() * k * n;
+        let (a_batch, b_batch) = (a_batch.clone(), b_batch.clone());
+        (vec(-1.0..1.0f64, na), vec(-1.0..1.0f64, nb)).prop_map(move |(a, b)| Case {
+            a_batch: a_batch.clone(),
+            b_batch: b_batch.clone(),
+            m,
+            k,
+            n,
+            a,
+            b,
+        })
+    })
+}
+
+/// Batch dimensions: one or two, each in `1..=3` (size 1 included).
+fn batch_dims() -> impl Strategy<Value = Vec<usize>> {
+    vec(prop_oneof![Just(1usize), 1usize..=3], 1..=2)
+}
+
+/// Checks `op(a)·op(b)` for all four `(ta, tb)`: the output shape and both VJPs.
+fn check_all_transposes(op: &str, c: &Case, seed: u64) -> Result<(), TestCaseError> {
+    let out_batch = if c.a_batch.is_empty() {
+        &c.b_batch
+    } else {
+        &c.a_batch
+    };
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let a = Tensor::from_vec(c.a.clone(), &stored(&c.a_batch, c.m, c.k, ta));
+        let b = Tensor::from_vec(c.b.clone(), &stored(&c.b_batch, c.k, c.n, tb));
+        let f = move |v: &[Var<f64>]| {
+            if !ta && !tb {
+                v[0].matmul(&v[1])
+            } else {
+                v[0].matmul_t(&v[1], ta, tb)
+            }
+        };
+        let name = format!("{op} (ta = {ta}, tb = {tb})");
+        let y = f(&[Var::constant(a.clone()), Var::constant(b.clone())]);
+        prop_assert_eq!(
+            y.shape(),
+            &stored(out_batch, c.m, c.n, false)[..],
+            "{} output shape",
+            name
+        );
+        check_grad(&name, f, &[a, b], seed)?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// `[m, k] · [k, n]`.
+    #[test]
+    fn grad_matmul_2d(c in case(vec![], vec![]), seed in seed()) {
+        check_all_transposes("matmul 2-D", &c, seed)?;
+    }
+
+    /// `[..., m, k] · [..., k, n]` with equal batch dimensions.
+    #[test]
+    fn grad_batched_matmul(
+        c in batch_dims().prop_flat_map(|bd| case(bd.clone(), bd)),
+        seed in seed(),
+    ) {
+        check_all_transposes("batched matmul", &c, seed)?;
+    }
+
+    /// `[..., m, k] · [k, n]`: a 2-D right operand shared by the batch (a linear layer).
+    #[test]
+    fn grad_batched_matmul_shared_rhs(
+        c in batch_dims().prop_flat_map(|bd| case(bd, vec![])),
+        seed in seed(),
+    ) {
+        check_all_transposes("batched matmul, shared 2-D rhs", &c, seed)?;
+    }
+
+    /// `[m, k] · [..., k, n]`: a 2-D left operand shared by the batch.
+    #[test]
+    fn grad_batched_matmul_shared_lhs(
+        c in batch_dims().prop_flat_map(|bd| case(vec![], bd)),
+        seed in seed(),
+    ) {
+        check_all_transposes("batched matmul, shared 2-D lhs", &c, seed)?;
+    }
+}
+
+/// The same variable as both operands (`xᵀ·x` and `x·xᵀ`): the second VJP position accumulates.
+#[test]
+fn grad_matmul_same_operand_twice() {
+    let x = Tensor::from_vec(vec![0.3, -0.7, 1.1, 0.2, -0.5, 0.9], &[2, 3]);
+    for (ta, tb) in [(true, false), (false, true)] {
+        let report = deq_autograd::gradcheck(
+            |v| v[0].matmul_t(&v[0], ta, tb),
+            &[x.clone()],
+            &deq_autograd::GradcheckOptions::default(),
+        );
+        assert!(report.passed(), "matmul_t(x, x, {ta}, {tb}):\n{report}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "matmul: shapes [2, 3] and [4, 5] are not compatible")]
+fn matmul_shape_mismatch_panics_with_op_and_shapes() {
+    let tape = Tape::<f64>::new();
+    let a = tape.leaf(Tensor::zeros(&[2, 3]));
+    let b = tape.leaf(Tensor::zeros(&[4, 5]));
+    let _ = a.matmul(&b);
+}
+
+#[test]
+#[should_panic(expected = "matmul: shapes [2, 2, 3] and [3, 3, 4] are not compatible")]
+fn batched_matmul_batch_mismatch_panics_with_op_and_shapes() {
+    let tape = Tape::<f32>::new();
+    let a = tape.leaf(Tensor::zeros(&[2, 2, 3]));
+    let b = tape.leaf(Tensor::zeros(&[3, 3, 4]));
+    let _ = a.matmul(&b);
+}
+
+#[test]
+#[should_panic(expected = "matmul: shapes [2, 3]ᵀ and [2, 3]ᵀ are not compatible")]
+fn transposed_matmul_shape_mismatch_panics_with_op_and_shapes() {
+    let a = Var::constant(Tensor::<f64>::zeros(&[2, 3]));
+    let _ = a.matmul_t(&a, true, true);
+}
