@@ -52,7 +52,11 @@ fn replayed_vjp(c: &mut Criterion) {
     let record = || {
         let tape = Tape::new();
         let (zv, xv) = (tape.leaf(z.clone()), tape.leaf(x.clone()));
-        let (wv, uv, bv) = (tape.leaf(w.clone()), tape.leaf(u.clone()), tape.leaf(b.clone()));
+        let (wv, uv, bv) = (
+            tape.leaf(w.clone()),
+            tape.leaf(u.clone()),
+            tape.leaf(b.clone()),
+        );
         let y = zv.linear(&wv, None).add(&xv.linear(&uv, Some(&bv))).tanh();
         (tape, zv, y)
     };

@@ -18,9 +18,8 @@ use proptest::prelude::*;
 fn operands(
     b_value: impl Strategy<Value = f64> + Clone + 'static,
 ) -> impl Strategy<Value = (Tensor<f64>, Tensor<f64>)> {
-    broadcast_pair().prop_flat_map(move |(sa, sb)| {
-        (tensor_of(sa, -2.0..2.0), tensor_of(sb, b_value.clone()))
-    })
+    broadcast_pair()
+        .prop_flat_map(move |(sa, sb)| (tensor_of(sa, -2.0..2.0), tensor_of(sb, b_value.clone())))
 }
 
 /// One tensor of rank 0 to 4 with values from `value`.

@@ -33,7 +33,7 @@ fn with_reshape_target() -> impl Strategy<Value = (Tensor<f64>, Vec<usize>)> {
             vec(any::<bool>(), r),
             vec(proptest::bool::weighted(0.25), r + 1),
         )
-            .prop_map(|(x, dims, merge, ones)| {
+            .prop_map(move |(x, dims, merge, ones)| {
                 let mut target = Vec::new();
                 if ones[r] {
                     target.push(1);

@@ -62,7 +62,13 @@ fn no_grad_forward_keeps_three_activations_recorded_forward_grows_with_depth() {
     let z0 = Tensor::<f32>::randn(&[BATCH, HIDDEN], 1.0, &mut rng);
     let activation = BATCH * HIDDEN * std::mem::size_of::<f32>();
     // Warm up thread-locals and lazy statics outside the measurement.
-    no_grad(|| layer(&Var::constant(z0.clone()), &Var::constant(w_t.clone()), &Var::constant(b_t.clone())));
+    no_grad(|| {
+        layer(
+            &Var::constant(z0.clone()),
+            &Var::constant(w_t.clone()),
+            &Var::constant(b_t.clone()),
+        )
+    });
 
     // No-grad: the weights are leaves on a tape (as in training), recording is off.
     let tape = Tape::new();

@@ -104,10 +104,7 @@ fn z_only_vjp_through_a_linear_layer_skips_the_weight_gradient_product() {
     let w = tape.leaf(Tensor::randn(&[32, 32], 0.1, &mut rng));
     let b = tape.leaf(Tensor::randn(&[32], 0.1, &mut rng));
     let w2 = tape.leaf(Tensor::randn(&[32, 32], 0.1, &mut rng));
-    let y = z
-        .linear(&w, Some(&b))
-        .tanh()
-        .matmul_t(&w2, false, true);
+    let y = z.linear(&w, Some(&b)).tanh().matmul_t(&w2, false, true);
     let u = Tensor::ones(y.shape());
 
     let (calls0, flops0) = matmul_counters();
@@ -116,7 +113,11 @@ fn z_only_vjp_through_a_linear_layer_skips_the_weight_gradient_product() {
     tape.vjp(&[&y], &[&u], &[&z, &w, &b, &w2]);
     let (calls2, flops2) = matmul_counters();
 
-    assert_eq!(calls1 - calls0, 2, "z-only VJP: one ∂input product per layer");
+    assert_eq!(
+        calls1 - calls0,
+        2,
+        "z-only VJP: one ∂input product per layer"
+    );
     assert_eq!(calls2 - calls1, 4, "full VJP: ∂input and ∂weight per layer");
     assert_eq!(flops2 - flops1, 2 * (flops1 - flops0));
 }

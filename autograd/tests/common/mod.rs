@@ -3,7 +3,9 @@
 //!
 //! Every property runs [`CASES`] random cases and checks the op's VJP against central finite
 //! differences in f64 with [`deq_autograd::gradcheck`] at a relative tolerance of [`TOLERANCE`].
-//! The random cotangent of each case is drawn from the case's own seed.
+//! The random cotangent of each case is drawn from the case's own seed, and every check runs
+//! twice: once as written and once with the inputs also used by a later op, so both the
+//! replacing and the accumulating branch of each VJP are exercised.
 
 #![allow(dead_code)]
 
@@ -13,24 +15,51 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::ops::RangeInclusive;
 
-/// Cases per property (the acceptance floor is 64).
+/// Cases per property (the acceptance floor is 64). `PROPTEST_CASES` may raise it for a soak
+/// run (`PROPTEST_CASES=10000 cargo test --release -p deq-autograd --test grad_nn`), never
+/// lower it.
 pub const CASES: u32 = 64;
 
 /// Largest accepted norm-wise relative error between the VJP and finite differences.
 pub const TOLERANCE: f64 = 1e-6;
 
-/// The proptest configuration of every gradient property.
+/// The proptest configuration of every gradient property: [`CASES`] cases or more.
 pub fn config() -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .map_or(CASES, |n| n.max(CASES));
     ProptestConfig {
-        cases: CASES,
+        cases,
         ..ProptestConfig::default()
     }
 }
 
 /// Runs [`gradcheck`] of `f` at `inputs` (cotangent drawn from `seed`) and fails the case,
 /// printing the report, unless every input's relative error is within [`TOLERANCE`].
+///
+/// Two checks run: `f` alone, where the op's VJP writes each input's gradient buffer first
+/// (the replace path), and `f` with every input also used by a later op, so that the reverse
+/// sweep reaches the op second and its VJP must add to the buffer (the accumulate path).
 pub fn check_grad(
     op: &str,
+    f: impl Fn(&[Var<f64>]) -> Var<f64>,
+    inputs: &[Tensor<f64>],
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    check_once(op, "", &f, inputs, seed)?;
+    check_once(
+        op,
+        " (inputs also used by a later op: accumulating VJP)",
+        |v| also_used_later(&f, v),
+        inputs,
+        seed,
+    )
+}
+
+fn check_once(
+    op: &str,
+    variant: &str,
     f: impl Fn(&[Var<f64>]) -> Var<f64>,
     inputs: &[Tensor<f64>],
     seed: u64,
@@ -44,9 +73,22 @@ pub fn check_grad(
     let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
     prop_assert!(
         report.passed(),
-        "{op}: VJP disagrees with central differences for inputs of shapes {shapes:?}\n{report}"
+        "{op}{variant}: VJP disagrees with central differences for inputs of shapes \
+         {shapes:?}\n{report}"
     );
     Ok(())
+}
+
+/// `f(v)` flattened and joined with a scaled copy of every input, recorded after `f`: in the
+/// reverse sweep the copies write the inputs' gradient buffers before `f`'s VJP adds to them.
+fn also_used_later(f: &impl Fn(&[Var<f64>]) -> Var<f64>, v: &[Var<f64>]) -> Var<f64> {
+    let y = f(v);
+    let mut parts = vec![y.reshape(&[y.numel()])];
+    for (i, x) in v.iter().enumerate() {
+        parts.push(x.mul_scalar(0.5 + i as f64).reshape(&[x.numel()]));
+    }
+    let refs: Vec<&Var<f64>> = parts.iter().collect();
+    Var::concat(&refs, 0)
 }
 
 /// The seed of a case's random cotangent.
@@ -137,8 +179,16 @@ pub fn broadcast_of(a: &[usize], b: &[usize]) -> Vec<usize> {
     let n = a.len().max(b.len());
     (0..n)
         .map(|i| {
-            let da = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-            let db = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+            let da = if i + a.len() >= n {
+                a[i + a.len() - n]
+            } else {
+                1
+            };
+            let db = if i + b.len() >= n {
+                b[i + b.len() - n]
+            } else {
+                1
+            };
             da.max(db)
         })
         .collect()

@@ -1,0 +1,206 @@
+//! Limited-memory "good" Broyden in inverse form, per sample, with a ring of at most
+//! `memory` low-rank pairs.
+//!
+//! For the residual `g(z) = f(z) − z` each sample keeps an estimate of the inverse Jacobian
+//! `B ≈ J_g⁻¹ = −I + Σ_i u_i v_iᵀ` (REFERENCE 2(a)). Starting from `B_0 = −I`:
+//! - direction `d = −B g = g − Σ_i (v_i·g) u_i`, step `z⁺ = z + d` (the first step is the
+//!   plain iteration `z + g = f(z)`);
+//! - with `Δz = d` and `Δg = g(z⁺) − g(z)`, the Sherman–Morrison form of Broyden's first
+//!   method: `vᵀ = Δzᵀ B`, `u = (Δz − B Δg) / (vᵀ Δg)`, `B ← B + u vᵀ`, which makes
+//!   `B Δg = Δz` (the secant condition).
+//!
+//! Expanded with `c_i = v_i·Δg`, `e_i = u_i·Δz`:
+//! `v = −Δz + Σ e_i v_i`, `Δz − BΔg = Δz + Δg − Σ c_i u_i`, `vᵀΔg = −Δz·Δg + Σ e_i c_i`.
+//! The denominator therefore comes from the dot products alone, before anything is written;
+//! when it vanishes (relative to `‖Δz‖‖Δg‖`) or is not finite the update is skipped. The new
+//! pair goes to the ring slot after the newest; once `memory` pairs are held that slot is the
+//! oldest pair's, which is overwritten in place (its old value enters the new pair's sums
+//! first). Storage is `2 · min(memory, max_iter) · N` values per sample.
+
+use crate::stats::SolveStats;
+use crate::step::Stepper;
+use crate::vecops::{axpy, dot, samples_per_task, scale, split_slot};
+use deq_autograd::Float;
+use rayon::prelude::*;
+
+/// `|vᵀΔg| ≤ SKIP_RTOL · ‖Δz‖‖Δg‖` skips the update.
+const SKIP_RTOL: f64 = 1e-14;
+
+/// One sample's estimate and work vectors.
+struct Sample<T: Float> {
+    /// `u_i`, `cap × n`.
+    u: Vec<T>,
+    /// `v_i`, `cap × n`.
+    v: Vec<T>,
+    /// Residual at the current iterate.
+    g: Vec<T>,
+    /// Last step `Δz`.
+    d: Vec<T>,
+    /// `Δg`, then the unscaled new `u`.
+    dg: Vec<T>,
+    /// `v_i · Δg`, then `v_i · g`.
+    c: Vec<f64>,
+    /// `u_i · Δz`.
+    e: Vec<f64>,
+    /// Pairs held.
+    pairs: usize,
+    /// Slot of the next pair.
+    head: usize,
+    /// A step has been taken (so `Δz`, `Δg` exist).
+    started: bool,
+    skipped: usize,
+    pairs_max: usize,
+}
+
+/// Broyden state for a batch.
+pub(crate) struct Broyden<T: Float> {
+    n: usize,
+    cap: usize,
+    samples: Vec<Sample<T>>,
+}
+
+impl<T: Float> Broyden<T> {
+    /// Factors for `b` samples of `n` values: `min(memory, max_iter)` pairs each, allocated
+    /// now.
+    pub(crate) fn new(b: usize, n: usize, memory: usize, max_iter: usize) -> Self {
+        let cap = memory.min(max_iter).max(1);
+        let samples = (0..b)
+            .map(|_| Sample {
+                u: vec![T::ZERO; cap * n],
+                v: vec![T::ZERO; cap * n],
+                g: vec![T::ZERO; n],
+                d: vec![T::ZERO; n],
+                dg: vec![T::ZERO; n],
+                c: vec![0.0; cap],
+                e: vec![0.0; cap],
+                pairs: 0,
+                head: 0,
+                started: false,
+                skipped: 0,
+                pairs_max: 0,
+            })
+            .collect();
+        Broyden { n, cap, samples }
+    }
+}
+
+impl<T: Float> Stepper<T> for Broyden<T> {
+    const EXTRA_EVALS: usize = 1;
+
+    fn step(&mut self, z: &mut [T], fz: &[T], active: &[bool]) {
+        let (n, cap) = (self.n, self.cap);
+        (
+            z.par_chunks_mut(n),
+            fz.par_chunks(n),
+            self.samples.par_iter_mut(),
+            active.par_iter(),
+        )
+            .into_par_iter()
+            .with_min_len(samples_per_task(n))
+            .for_each(|(z, fz, s, &active)| {
+                if active {
+                    step_sample(s, z, fz, n, cap);
+                }
+            });
+    }
+
+    fn report(&self, stats: &mut SolveStats) {
+        let n = self.n.max(1);
+        stats.fallback_steps += self.samples.iter().map(|s| s.skipped).sum::<usize>();
+        stats.lowrank_capacity = self
+            .samples
+            .iter()
+            .map(|s| s.u.len() / n)
+            .max()
+            .unwrap_or(0);
+        stats.lowrank_pairs_max = self.samples.iter().map(|s| s.pairs_max).max().unwrap_or(0);
+    }
+}
+
+/// Updates the estimate with the last step (if any), then steps `z ← z − B g(z)`.
+fn step_sample<T: Float>(s: &mut Sample<T>, z: &mut [T], fz: &[T], n: usize, cap: usize) {
+    if s.started {
+        // Δg = g(z) − g_prev; g ← g(z).
+        for ((dg, g), (&f, &x)) in
+            s.dg.iter_mut()
+                .zip(s.g.iter_mut())
+                .zip(fz.iter().zip(z.iter()))
+        {
+            let gn = f - x;
+            *dg = gn - *g;
+            *g = gn;
+        }
+        update(s, n, cap);
+    } else {
+        s.g.iter_mut()
+            .zip(fz.iter().zip(z.iter()))
+            .for_each(|(g, (&f, &x))| *g = f - x);
+        s.started = true;
+    }
+    // d = −B g = g − Σ (v_i·g) u_i.
+    for i in 0..s.pairs {
+        s.c[i] = dot(&s.v[i * n..(i + 1) * n], &s.g);
+    }
+    s.d.copy_from_slice(&s.g);
+    for i in 0..s.pairs {
+        axpy(&mut s.d, -s.c[i], &s.u[i * n..(i + 1) * n]);
+    }
+    z.iter_mut().zip(&s.d).for_each(|(z, &d)| *z += d);
+}
+
+/// Adds the pair `(u, v)` from `Δz = s.d`, `Δg = s.dg`, unless `vᵀΔg` vanishes.
+fn update<T: Float>(s: &mut Sample<T>, n: usize, cap: usize) {
+    let held = s.pairs;
+    for i in 0..held {
+        s.c[i] = dot(&s.v[i * n..(i + 1) * n], &s.dg);
+        s.e[i] = dot(&s.u[i * n..(i + 1) * n], &s.d);
+    }
+    let dzdg = dot(&s.d, &s.dg);
+    let scale_ref = (dot(&s.d, &s.d) * dot(&s.dg, &s.dg)).sqrt();
+    let denom = -dzdg + (0..held).map(|i| s.e[i] * s.c[i]).sum::<f64>();
+    if !denom.is_finite() || denom.abs() <= SKIP_RTOL * scale_ref {
+        s.skipped += 1;
+        return;
+    }
+    let k = s.head;
+    // The slot's old pair (when the ring is full) takes part in the sums: fold it in first.
+    let (ck, ek) = if k < held {
+        (s.c[k], s.e[k])
+    } else {
+        (0.0, 0.0)
+    };
+    {
+        let (ub, uk, ua) = split_slot(&mut s.u, n, k);
+        for ((u, &d), &dg) in uk.iter_mut().zip(&s.d).zip(&s.dg) {
+            let old = if k < held { u.to_f64() } else { 0.0 };
+            *u = T::from_f64(d.to_f64() + dg.to_f64() - ck * old);
+        }
+        for i in (0..held).filter(|&i| i != k) {
+            let other = if i < k {
+                &ub[i * n..(i + 1) * n]
+            } else {
+                &ua[(i - k - 1) * n..(i - k) * n]
+            };
+            axpy(uk, -s.c[i], other);
+        }
+        scale(uk, 1.0 / denom);
+    }
+    {
+        let (vb, vk, va) = split_slot(&mut s.v, n, k);
+        for (v, &d) in vk.iter_mut().zip(&s.d) {
+            let old = if k < held { v.to_f64() } else { 0.0 };
+            *v = T::from_f64(-d.to_f64() + ek * old);
+        }
+        for i in (0..held).filter(|&i| i != k) {
+            let other = if i < k {
+                &vb[i * n..(i + 1) * n]
+            } else {
+                &va[(i - k - 1) * n..(i - k) * n]
+            };
+            axpy(vk, s.e[i], other);
+        }
+    }
+    s.pairs = (held + 1).min(cap);
+    s.head = (k + 1) % cap;
+    s.pairs_max = s.pairs_max.max(s.pairs);
+}
