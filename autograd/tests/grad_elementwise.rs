@@ -93,10 +93,12 @@ proptest! {
         check_grad("neg (operator)", |v| -&v[0], &[x], seed)?;
     }
 
+    /// `affine` with `|scale| ≥ 0.1`: a tinier scale under a shift of order 1 would put the
+    /// gradient below the round-off of the shifted output's finite differences.
     #[test]
     fn grad_affine(
         x in operand(-2.0..2.0),
-        scale in -3.0..3.0f64,
+        scale in away_from_zero(0.1, 3.0),
         shift in -3.0..3.0f64,
         seed in seed(),
     ) {
@@ -131,7 +133,7 @@ proptest! {
 
     /// `sigmoid` over both branches of its overflow-free form.
     #[test]
-    fn grad_sigmoid(x in operand(-8.0..8.0), seed in seed()) {
+    fn grad_sigmoid(x in operand(-6.0..6.0), seed in seed()) {
         check_grad("sigmoid", |v| v[0].sigmoid(), &[x], seed)?;
     }
 

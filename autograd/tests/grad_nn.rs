@@ -3,6 +3,10 @@
 //! `masked_fill` (causal masks broadcast over leading dimensions, and general broadcast
 //! masks), `dropout` with a given mask (full-shape and broadcast) and `cross_entropy`, against
 //! central finite differences in f64 (relative error ≤ 1e-6).
+//!
+//! Rows of length 2 get a layer-norm `ε ≥ 0.1`: there the normalised row is `±δ/√(δ² + ε)`,
+//! whose gradient is `O(ε)` under every cotangent, so with a tiny `ε` it would sit below the
+//! finite differences' round-off.
 
 mod common;
 
@@ -35,9 +39,8 @@ fn rows(lo: f64, hi: f64) -> impl Strategy<Value = Tensor<f64>> {
     })
 }
 
-/// A layer-norm input (as [`rows`]) and an epsilon: `1e-5` or up to `0.5`. Rows of length 2
-/// get `ε ≥ 0.1`: there the normalised row is `±δ/√(δ² + ε)`, whose gradient is `O(ε)`, so a
-/// tiny `ε` would leave a gradient below the finite differences' round-off (about `1e-10`).
+/// A layer-norm input (as [`rows`]) and an epsilon: `1e-5` or up to `0.5`, at least `0.1`
+/// for rows of length 2 (see the module docs).
 fn layer_norm_case() -> impl Strategy<Value = (Tensor<f64>, f64)> {
     rows(-2.0, 2.0).prop_flat_map(|x| {
         let eps = if x.shape().last() == Some(&2) {
@@ -90,13 +93,13 @@ proptest! {
     #![proptest_config(config())]
 
     #[test]
-    fn grad_softmax(x in tensor(1..=3, -3.0, 3.0), seed in seed()) {
+    fn grad_softmax(x in rows(-3.0, 3.0), seed in seed()) {
         let out = x.shape().to_vec();
         check_shaped("softmax", |v| v[0].softmax(), vec![x], &out, seed)?;
     }
 
     #[test]
-    fn grad_log_softmax(x in tensor(1..=3, -3.0, 3.0), seed in seed()) {
+    fn grad_log_softmax(x in rows(-3.0, 3.0), seed in seed()) {
         let out = x.shape().to_vec();
         check_shaped("log_softmax", |v| v[0].log_softmax(), vec![x], &out, seed)?;
     }

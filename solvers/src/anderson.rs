@@ -16,7 +16,7 @@
 use crate::bordered::Bordered;
 use crate::stats::SolveStats;
 use crate::step::Stepper;
-use crate::vecops::{axpy, dot, samples_per_task};
+use crate::vecops::{axpys, dots, other_slot, samples_per_task, split_slot};
 use deq_autograd::Float;
 use rayon::prelude::*;
 
@@ -111,11 +111,26 @@ fn step_sample<T: Float>(
         .for_each(|(g, (&f, &x))| *g = f - x);
     s.seen += 1;
     let used = s.seen.min(slots);
-    let gk = &s.g[k * n..(k + 1) * n];
+    let (before, gk, after) = split_slot(&mut s.g, n, k);
+    let gk: &[T] = gk;
+    // Row and column k of G Gᵀ: G_j · G_k for every held j (j = k included).
+    let row = &mut s.gram[k * slots..(k + 1) * slots];
+    dots(
+        gk,
+        (0..used).map(|j| {
+            (
+                j,
+                if j == k {
+                    gk
+                } else {
+                    other_slot(before, after, n, k, j)
+                },
+            )
+        }),
+        row,
+    );
     for j in 0..used {
-        let d = dot(&s.g[j * n..(j + 1) * n], gk);
-        s.gram[k * slots + j] = d;
-        s.gram[j * slots + k] = d;
+        s.gram[j * slots + k] = s.gram[k * slots + j];
     }
     if s.seen == 1 {
         // X_1 = f(X_0).
@@ -124,16 +139,23 @@ fn step_sample<T: Float>(
     }
     match s.sys.weights(&s.gram, slots, used, lam) {
         Some(alpha) => {
+            // z = Σ α_i X_i + β Σ α_i G_i.
             z.fill(T::ZERO);
-            for (i, &a) in alpha.iter().enumerate() {
-                axpy(z, a, &s.x[i * n..(i + 1) * n]);
-                axpy(z, a * beta, &s.g[i * n..(i + 1) * n]);
-            }
+            let (x, g) = (&s.x, &s.g);
+            let xs = alpha
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| (a, &x[i * n..(i + 1) * n]));
+            let gs = alpha
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| (a * beta, &g[i * n..(i + 1) * n]));
+            axpys(z, xs.chain(gs));
         }
         None => {
             // z still holds X_k.
             s.fallbacks += 1;
-            axpy(z, beta, gk);
+            axpys(z, std::iter::once((beta, &s.g[k * n..(k + 1) * n])));
         }
     }
 }

@@ -13,13 +13,15 @@
 //! `v = −Δz + Σ e_i v_i`, `Δz − BΔg = Δz + Δg − Σ c_i u_i`, `vᵀΔg = −Δz·Δg + Σ e_i c_i`.
 //! The denominator therefore comes from the dot products alone, before anything is written;
 //! when it vanishes (relative to `‖Δz‖‖Δg‖`) or is not finite the update is skipped. The new
-//! pair goes to the ring slot after the newest; once `memory` pairs are held that slot is the
-//! oldest pair's, which is overwritten in place (its old value enters the new pair's sums
-//! first). Storage is `2 · min(memory, max_iter) · N` values per sample.
+//! pair goes to the ring slot after the newest. Once `memory` pairs are held that slot holds
+//! the oldest pair, which is dropped *before* the update is computed (left out of every sum),
+//! so the truncated estimate still satisfies the latest secant condition exactly; computing
+//! the update with the oldest pair and dropping it afterwards breaks that condition and made
+//! `memory = 5` diverge on the acceptance problem. Storage is `2 · min(memory, max_iter) · N` values per sample.
 
 use crate::stats::SolveStats;
 use crate::step::Stepper;
-use crate::vecops::{axpy, dot, samples_per_task, scale, split_slot};
+use crate::vecops::{axpys, dot3, dots, other_slot, samples_per_task, scale, split_slot};
 use deq_autograd::Float;
 use rayon::prelude::*;
 
@@ -36,9 +38,9 @@ struct Sample<T: Float> {
     g: Vec<T>,
     /// Last step `Δz`.
     d: Vec<T>,
-    /// `Δg`, then the unscaled new `u`.
+    /// `Δg`.
     dg: Vec<T>,
-    /// `v_i · Δg`, then `v_i · g`.
+    /// `v_i · Δg`, then `v_i · g` (direction coefficients).
     c: Vec<f64>,
     /// `u_i · Δz`.
     e: Vec<f64>,
@@ -138,69 +140,73 @@ fn step_sample<T: Float>(s: &mut Sample<T>, z: &mut [T], fz: &[T], n: usize, cap
         s.started = true;
     }
     // d = −B g = g − Σ (v_i·g) u_i.
-    for i in 0..s.pairs {
-        s.c[i] = dot(&s.v[i * n..(i + 1) * n], &s.g);
-    }
+    let held = s.pairs;
+    dots(
+        &s.g,
+        (0..held).map(|i| (i, &s.v[i * n..(i + 1) * n])),
+        &mut s.c,
+    );
     s.d.copy_from_slice(&s.g);
-    for i in 0..s.pairs {
-        axpy(&mut s.d, -s.c[i], &s.u[i * n..(i + 1) * n]);
-    }
+    let (c, u) = (&s.c, &s.u);
+    axpys(&mut s.d, (0..held).map(|i| (-c[i], &u[i * n..(i + 1) * n])));
     z.iter_mut().zip(&s.d).for_each(|(z, &d)| *z += d);
 }
 
-/// Adds the pair `(u, v)` from `Δz = s.d`, `Δg = s.dg`, unless `vᵀΔg` vanishes.
+/// Adds the pair `(u, v)` from `Δz = s.d`, `Δg = s.dg`, unless `vᵀΔg` vanishes. When the
+/// ring is full the oldest pair is dropped first (its slot `k` is left out of every sum), so
+/// the new estimate satisfies the latest secant condition `B Δg = Δz` exactly.
 fn update<T: Float>(s: &mut Sample<T>, n: usize, cap: usize) {
+    let k = s.head;
     let held = s.pairs;
-    for i in 0..held {
-        s.c[i] = dot(&s.v[i * n..(i + 1) * n], &s.dg);
-        s.e[i] = dot(&s.u[i * n..(i + 1) * n], &s.d);
+    let kept = move |i: &usize| *i != k;
+    {
+        let (u, v) = (&s.u, &s.v);
+        // c_i = v_i·Δg, e_i = u_i·Δz.
+        dots(&s.dg, slots_except(v, n, held, k), &mut s.c);
+        dots(&s.d, slots_except(u, n, held, k), &mut s.e);
     }
-    let dzdg = dot(&s.d, &s.dg);
-    let scale_ref = (dot(&s.d, &s.d) * dot(&s.dg, &s.dg)).sqrt();
-    let denom = -dzdg + (0..held).map(|i| s.e[i] * s.c[i]).sum::<f64>();
-    if !denom.is_finite() || denom.abs() <= SKIP_RTOL * scale_ref {
+    let (dzdg, dzdz, dgdg) = dot3(&s.d, &s.dg);
+    let denom = -dzdg + (0..held).filter(kept).map(|i| s.e[i] * s.c[i]).sum::<f64>();
+    if !denom.is_finite() || denom.abs() <= SKIP_RTOL * (dzdz * dgdg).sqrt() {
         s.skipped += 1;
         return;
     }
-    let k = s.head;
-    // The slot's old pair (when the ring is full) takes part in the sums: fold it in first.
-    let (ck, ek) = if k < held {
-        (s.c[k], s.e[k])
-    } else {
-        (0.0, 0.0)
-    };
     {
-        let (ub, uk, ua) = split_slot(&mut s.u, n, k);
-        for ((u, &d), &dg) in uk.iter_mut().zip(&s.d).zip(&s.dg) {
-            let old = if k < held { u.to_f64() } else { 0.0 };
-            *u = T::from_f64(d.to_f64() + dg.to_f64() - ck * old);
-        }
-        for i in (0..held).filter(|&i| i != k) {
-            let other = if i < k {
-                &ub[i * n..(i + 1) * n]
-            } else {
-                &ua[(i - k - 1) * n..(i - k) * n]
-            };
-            axpy(uk, -s.c[i], other);
-        }
+        // u_k = (Δz + Δg − Σ c_i u_i) / denom.
+        let (before, uk, after) = split_slot(&mut s.u, n, k);
+        uk.iter_mut()
+            .zip(s.d.iter().zip(&s.dg))
+            .for_each(|(u, (&d, &dg))| *u = d + dg);
+        let c = &s.c;
+        let others = (0..held)
+            .filter(kept)
+            .map(|i| (-c[i], other_slot(before, after, n, k, i)));
+        axpys(uk, others);
         scale(uk, 1.0 / denom);
     }
     {
-        let (vb, vk, va) = split_slot(&mut s.v, n, k);
-        for (v, &d) in vk.iter_mut().zip(&s.d) {
-            let old = if k < held { v.to_f64() } else { 0.0 };
-            *v = T::from_f64(-d.to_f64() + ek * old);
-        }
-        for i in (0..held).filter(|&i| i != k) {
-            let other = if i < k {
-                &vb[i * n..(i + 1) * n]
-            } else {
-                &va[(i - k - 1) * n..(i - k) * n]
-            };
-            axpy(vk, s.e[i], other);
-        }
+        // v_k = −Δz + Σ e_i v_i.
+        let (before, vk, after) = split_slot(&mut s.v, n, k);
+        vk.iter_mut().zip(&s.d).for_each(|(v, &d)| *v = -d);
+        let e = &s.e;
+        let others = (0..held)
+            .filter(kept)
+            .map(|i| (e[i], other_slot(before, after, n, k, i)));
+        axpys(vk, others);
     }
     s.pairs = (held + 1).min(cap);
     s.head = (k + 1) % cap;
     s.pairs_max = s.pairs_max.max(s.pairs);
+}
+
+/// `(i, slot i)` of a buffer of `n`-long slots, for `i < held`, `i ≠ k`.
+fn slots_except<T>(
+    buf: &[T],
+    n: usize,
+    held: usize,
+    k: usize,
+) -> impl Iterator<Item = (usize, &[T])> + Clone {
+    (0..held)
+        .filter(move |&i| i != k)
+        .map(move |i| (i, &buf[i * n..(i + 1) * n]))
 }

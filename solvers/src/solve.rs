@@ -58,7 +58,7 @@ pub fn solve<T: Float>(
         panic!("deq_solvers::solve: {e}");
     }
     let b = if z0.ndim() == 0 { 1 } else { z0.dim(0) };
-    let n = if b == 0 { 0 } else { z0.numel() / b };
+    let n = z0.numel().checked_div(b).unwrap_or(0);
     if n == 0 {
         return empty(cfg, b, z0);
     }

@@ -1,19 +1,20 @@
 //! Fused cross-entropy from logits with integer targets, averaged over rows.
 //!
-//! `L = (1/N) Σ_r (logsumexp(x_r) - x_r[t_r])`; its VJP is `∂x_r = g·(softmax(x_r) - e_{t_r})/N`,
-//! computed in one pass from the stored log-sum-exp without materialising the softmax.
+//! `L = (1/N) Σ_r (logsumexp(x_r) - x_r[t_r])`; its VJP is `∂x_r = g·(softmax(x_r) - e_{t_r})/N`.
+//! When recording, the forward pass already computes `(softmax(x) - e_t)/N` (it needs the
+//! exponentials for the log-sum-exp anyway) and keeps it instead of the logits, so the
+//! backward pass is one scaling and the exponentials are evaluated once.
 
-use super::softmax::{logsumexp, rows_mut};
+use super::softmax::rows_mut;
 use crate::float::Float;
+use crate::kernels;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
-use crate::var::{record, Var};
+use crate::var::{is_recording, record, Var};
 
 struct CrossEntropyBackward<T: Float> {
-    logits: Tensor<T>,
-    lse: Vec<T>,
-    targets: Vec<u32>,
-    classes: usize,
+    /// `(softmax(x) - onehot(t)) / N`, the gradient for a unit cotangent.
+    unit_grad: Vec<T>,
 }
 
 impl<T: Float> Backward<T> for CrossEntropyBackward<T> {
@@ -22,21 +23,31 @@ impl<T: Float> Backward<T> for CrossEntropyBackward<T> {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let c = self.classes;
-        let scale = g[0] / T::from_usize(self.targets.len().max(1));
-        let x = self.logits.data();
-        rows_mut(dst, c, |r, out| {
-            let row = &x[r * c..(r + 1) * c];
-            let t = self.targets[r] as usize;
-            for i in 0..c {
-                let mut v = (row[i] - self.lse[r]).exp();
-                if i == t {
-                    v -= T::ONE;
-                }
-                v *= scale;
-                out[i] = if acc { out[i] + v } else { v };
+        let s = g[0];
+        kernels::map_into(dst, &self.unit_grad, |v| v * s, acc);
+    }
+}
+
+/// Per row: the log-sum-exp, and (if `grad` is given) `(softmax - e_t)/N` written into it.
+fn row_pass<T: Float>(row: &[T], target: usize, inv_n: T, grad: Option<&mut [T]>) -> T {
+    let m = row.iter().copied().fold(-T::INFINITY, T::max);
+    match grad {
+        None => {
+            let s: T = row.iter().map(|&v| (v - m).exp()).sum();
+            m + s.ln()
+        }
+        Some(out) => {
+            let mut s = T::ZERO;
+            for (o, &v) in out.iter_mut().zip(row) {
+                let e = (v - m).exp();
+                *o = e;
+                s += e;
             }
-        });
+            let scale = inv_n / s;
+            out.iter_mut().for_each(|o| *o *= scale);
+            out[target] -= inv_n;
+            m + s.ln()
+        }
     }
 }
 
@@ -52,23 +63,50 @@ impl<T: Float> Var<T> {
             "cross_entropy: logits of shape {shape:?} for {} targets",
             targets.len()
         );
-        let x = self.value().data();
-        let mut lse = vec![T::ZERO; rows];
-        rows_mut(&mut lse, 1, |r, o| o[0] = logsumexp(&x[r * c..(r + 1) * c]));
-        let mut total = 0.0f64;
-        for (r, &t) in targets.iter().enumerate() {
-            assert!(
-                t < c,
-                "cross_entropy: target {t} out of range for {c} classes"
-            );
-            total += (lse[r] - x[r * c + t]).to_f64();
+        if let Some(&t) = targets.iter().find(|&&t| t >= c) {
+            panic!("cross_entropy: target {t} out of range for {c} classes");
         }
+        let x = self.value().data();
+        let inv_n = T::ONE / T::from_usize(rows.max(1));
+        let want_grad = is_recording() && self.is_recorded();
+        let mut lse = vec![T::ZERO; rows];
+        let mut unit_grad = if want_grad {
+            vec![T::ZERO; x.len()]
+        } else {
+            Vec::new()
+        };
+        if want_grad {
+            let lse_ptr = SyncPtr(lse.as_mut_ptr());
+            rows_mut(&mut unit_grad, c, |r, out| {
+                let v = row_pass(&x[r * c..(r + 1) * c], targets[r], inv_n, Some(out));
+                // SAFETY: each row index r is visited exactly once, so writes are disjoint.
+                unsafe { *lse_ptr.get().add(r) = v };
+            });
+        } else {
+            rows_mut(&mut lse, 1, |r, o| {
+                o[0] = row_pass(&x[r * c..(r + 1) * c], targets[r], inv_n, None)
+            });
+        }
+        let total: f64 = targets
+            .iter()
+            .enumerate()
+            .map(|(r, &t)| (lse[r] - x[r * c + t]).to_f64())
+            .sum();
         let value = Tensor::scalar(T::from_f64(total / rows.max(1) as f64));
-        record(value, &[self], || CrossEntropyBackward {
-            logits: self.value().clone(),
-            lse,
-            targets: targets.iter().map(|&t| t as u32).collect(),
-            classes: c,
-        })
+        record(value, &[self], || CrossEntropyBackward { unit_grad })
+    }
+}
+
+/// A raw pointer that may cross threads (rows are written disjointly).
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+// SAFETY: used only for disjoint per-row writes inside `rows_mut`.
+unsafe impl<T> Send for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    fn get(self) -> *mut T {
+        self.0
     }
 }

@@ -6,10 +6,22 @@
 //! The random cotangent of each case is drawn from the case's own seed, and every check runs
 //! twice: once as written and once with the inputs also used by a later op, so both the
 //! replacing and the accumulating branch of each VJP are exercised.
+//!
+//! Conditioning. Central differences in f64 carry an absolute round-off of about `1e-10` times
+//! the size of the output, so an input whose VJP is tiny through cancellation for the drawn
+//! cotangent (a one-element input whose gradient `Σ_j u_j ∂y_j/∂x` nearly cancels, a softmax
+//! row of two with `u₁ ≈ u₂`) cannot be checked to a relative `1e-6` against its own tiny
+//! gradient. Such inputs turn up about once in a few thousand cases (measured with soak runs),
+//! which would make the suite flaky. So a case that fails [`gradcheck`] with one cotangent is
+//! checked with a second, independent one, and passes only when, for every input and both
+//! cotangents, the gradients are finite and the largest error is within [`TOLERANCE`] of the
+//! input's gradient scale under the two cotangents. A wrong VJP has errors of the order of the
+//! gradient under any cotangent and still fails; a cancellation happening for both cotangents
+//! at once is as likely as the square of a single one.
 
 #![allow(dead_code)]
 
-use deq_autograd::{gradcheck, GradcheckOptions, Tensor, Var};
+use deq_autograd::{gradcheck, GradcheckOptions, Rng, Tensor, Var};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -36,7 +48,8 @@ pub fn config() -> ProptestConfig {
 }
 
 /// Runs [`gradcheck`] of `f` at `inputs` (cotangent drawn from `seed`) and fails the case,
-/// printing the report, unless every input's relative error is within [`TOLERANCE`].
+/// printing the report, unless every input's relative error is within [`TOLERANCE`] (with
+/// the second-cotangent rule of the module docs for inputs whose gradient cancels).
 ///
 /// Two checks run: `f` alone, where the op's VJP writes each input's gradient buffer first
 /// (the replace path), and `f` with every input also used by a later op, so that the reverse
@@ -64,19 +77,34 @@ fn check_once(
     inputs: &[Tensor<f64>],
     seed: u64,
 ) -> Result<(), TestCaseError> {
-    let opts = GradcheckOptions {
+    let report = gradcheck(&f, inputs, &options(seed));
+    if report.passed() {
+        return Ok(());
+    }
+    // A failure through cancellation under this cotangent: see the module docs.
+    let second = gradcheck(&f, inputs, &options(Rng::new(seed).next_u64()));
+    let within_scale = report.inputs.iter().zip(&second.inputs).all(|(a, b)| {
+        let scale = a.scale.max(b.scale);
+        [a, b].iter().all(|r| {
+            let finite = r.passed || r.max_rel_error > TOLERANCE;
+            finite && r.max_abs_error <= TOLERANCE * scale
+        })
+    });
+    let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
+    prop_assert!(
+        within_scale,
+        "{op}{variant}: VJP disagrees with central differences for inputs of shapes \
+         {shapes:?}\n{report}second cotangent:\n{second}"
+    );
+    Ok(())
+}
+
+fn options(seed: u64) -> GradcheckOptions {
+    GradcheckOptions {
         tolerance: TOLERANCE,
         seed,
         ..GradcheckOptions::default()
-    };
-    let report = gradcheck(f, inputs, &opts);
-    let shapes: Vec<&[usize]> = inputs.iter().map(|x| x.shape()).collect();
-    prop_assert!(
-        report.passed(),
-        "{op}{variant}: VJP disagrees with central differences for inputs of shapes \
-         {shapes:?}\n{report}"
-    );
-    Ok(())
+    }
 }
 
 /// `f(v)` flattened and joined with a scaled copy of every input, recorded after `f`: in the

@@ -1,0 +1,167 @@
+//! The DEQ-Transformer cell (Bai et al. 2019, §4; locuslab/deq `deq_transformer.py`):
+//!
+//! `f(z; u) = LN(h + FFN(h))`, `h = LN(z + Attn([z_mem; z]·W_qkv + u_cat; R))`
+//!
+//! The injection `u` (`[B, T, 3d]`, computed once from the embedding) enters the QKV
+//! projection; attention uses Transformer-XL relative positions over the previous segment's
+//! equilibrium (`mem_len` positions, detached) followed by the current one; both residual blocks
+//! are post-LayerNorm without affine parameters; weight normalisation is applied once per
+//! forward pass in [`DeqTransformerCell::prepare`], and variational dropout masks are drawn once
+//! per forward pass and reused by every solver iteration.
+
+use crate::layers::{sinusoid, Linear, RelAttention};
+use crate::params::{ParamId, ParamStore};
+use deq_autograd::{Float, Rng, Tensor, Var};
+use deq_solvers::implicit::{ImplicitCell, VariationalDropout};
+use serde::{Deserialize, Serialize};
+
+/// Sizes of the DEQ-Transformer cell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformerConfig {
+    /// Model width `d` (= embedding width; tied output).
+    pub d_model: usize,
+    /// Attention heads; `d_model` must be divisible by it.
+    pub n_head: usize,
+    /// FFN hidden width.
+    pub d_inner: usize,
+    /// Positions of the previous segment kept as attention memory.
+    pub mem_len: usize,
+    /// Variational dropout on the attention and FFN outputs (training only).
+    pub dropout: f64,
+    /// Weight-normalise the linear maps.
+    pub weight_norm: bool,
+}
+
+/// The cell's parameters (ids into the model's store).
+#[derive(Clone, Debug)]
+pub struct DeqTransformerCell {
+    /// Configuration.
+    pub cfg: TransformerConfig,
+    qkv: Linear,
+    r_net: Linear,
+    o_net: Linear,
+    ff1: Linear,
+    ff2: Linear,
+    r_w_bias: ParamId,
+    r_r_bias: ParamId,
+}
+
+impl DeqTransformerCell {
+    /// Registers the cell's parameters under `name.*`.
+    pub fn new<T: Float>(
+        store: &mut ParamStore<T>,
+        name: &str,
+        cfg: &TransformerConfig,
+        rng: &mut Rng,
+    ) -> Self {
+        let (d, wn) = (cfg.d_model, cfg.weight_norm);
+        let dh = d / cfg.n_head;
+        let mut lin = |n: &str, inp, out, bias| {
+            Linear::new(store, &format!("{name}.{n}"), inp, out, bias, wn, 1.0, rng)
+        };
+        let qkv = lin("qkv", d, 3 * d, false);
+        let r_net = lin("r_net", d, d, false);
+        let o_net = lin("o_net", d, d, true);
+        let ff1 = lin("ff1", d, cfg.d_inner, true);
+        let ff2 = lin("ff2", cfg.d_inner, d, true);
+        let r_w_bias = store.add(
+            &format!("{name}.r_w_bias"),
+            Tensor::randn(&[cfg.n_head, dh], 0.02, rng),
+        );
+        let r_r_bias = store.add(
+            &format!("{name}.r_r_bias"),
+            Tensor::randn(&[cfg.n_head, dh], 0.02, rng),
+        );
+        DeqTransformerCell {
+            cfg: cfg.clone(),
+            qkv,
+            r_net,
+            o_net,
+            ff1,
+            ff2,
+            r_w_bias,
+            r_r_bias,
+        }
+    }
+
+    /// The per-forward-pass parameters of the cell, in the order [`TransformerStep`] expects:
+    /// weight-normalised weights and the projected position embeddings for `klen` keys. Computed
+    /// once, outside the solver, on the caller's tape.
+    pub fn prepare<T: Float>(&self, p: &[Var<T>], klen: usize) -> Vec<Var<T>> {
+        let pos = Var::constant(sinusoid::<T>(klen, self.cfg.d_model));
+        vec![
+            self.qkv.weight(p),
+            self.r_net.forward(p, &pos),
+            self.o_net.weight(p),
+            p[self.o_net.b.expect("o_net bias").0].clone(),
+            p[self.r_w_bias.0].clone(),
+            p[self.r_r_bias.0].clone(),
+            self.ff1.weight(p),
+            p[self.ff1.b.expect("ff1 bias").0].clone(),
+            self.ff2.weight(p),
+            p[self.ff2.b.expect("ff2 bias").0].clone(),
+        ]
+    }
+
+    /// A cell application context for one forward pass: the memory (`[B, M, d]`, detached) and
+    /// freshly drawn dropout masks (`rng = None`: evaluation, no dropout).
+    pub fn step<T: Float>(
+        &self,
+        batch: usize,
+        mem: Option<Tensor<T>>,
+        rng: Option<&mut Rng>,
+    ) -> TransformerStep<T> {
+        let shape = [batch, 1, self.cfg.d_model];
+        let (drop_attn, drop_ffn) = match rng {
+            Some(r) if self.cfg.dropout > 0.0 => (
+                VariationalDropout::new(&shape, self.cfg.dropout, r),
+                VariationalDropout::new(&shape, self.cfg.dropout, r),
+            ),
+            _ => (
+                VariationalDropout::identity(),
+                VariationalDropout::identity(),
+            ),
+        };
+        TransformerStep {
+            heads: self.cfg.n_head,
+            mem: mem.map(Var::constant),
+            drop_attn,
+            drop_ffn,
+        }
+    }
+}
+
+/// One forward pass's view of the cell: `f(z, u_cat, prepared params)`.
+pub struct TransformerStep<T: Float> {
+    heads: usize,
+    mem: Option<Var<T>>,
+    drop_attn: VariationalDropout<T>,
+    drop_ffn: VariationalDropout<T>,
+}
+
+impl<T: Float> ImplicitCell<T> for TransformerStep<T> {
+    fn apply(&self, z: &Var<T>, u_cat: &Var<T>, e: &[Var<T>]) -> Var<T> {
+        let t = z.dim(1);
+        let cat = match &self.mem {
+            Some(m) => Var::concat(&[m, z], 1),
+            None => z.clone(),
+        };
+        let attn = RelAttention {
+            w_qkv: &e[0],
+            r: &e[1],
+            w_o: &e[2],
+            b_o: &e[3],
+            r_w_bias: &e[4],
+            r_r_bias: &e[5],
+            heads: self.heads,
+        };
+        let a = self.drop_attn.apply(&attn.attend(&cat, u_cat, t));
+        let h = z.add(&a).layer_norm(1e-5);
+        let ff = h
+            .linear(&e[6], Some(&e[7]))
+            .relu()
+            .linear(&e[8], Some(&e[9]));
+        h.add(&self.drop_ffn.apply(&ff)).layer_norm(1e-5)
+    }
+}

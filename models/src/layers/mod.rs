@@ -1,0 +1,11 @@
+//! Layers written against the autograd ops: linear maps (optionally weight-normalised),
+//! relative-position causal self-attention with memory, the position-wise FFN and sinusoidal
+//! position embeddings.
+
+pub mod attention;
+pub mod linear;
+pub mod position;
+
+pub use attention::{rel_shift, RelAttention};
+pub use linear::Linear;
+pub use position::sinusoid;

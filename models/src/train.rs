@@ -1,0 +1,376 @@
+//! Training and evaluation of a DEQ language model: the configuration (with presets), one
+//! optimisation step, perplexity evaluation, and the state needed to resume exactly.
+
+use crate::cells::{TransformerConfig, TrellisConfig};
+use crate::data::Batched;
+use crate::lm::{CellConfig, LanguageModel, Memory, ModelConfig};
+use crate::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule};
+use deq_autograd::{no_grad, Rng, Tape, Tensor, Var};
+use deq_solvers::implicit::{BackwardMode, DeqConfig};
+use deq_solvers::{SolverConfig, SolverKind, StopMode};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Everything that defines a training run (stored in checkpoints).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Architecture (its `vocab` is set from the data).
+    pub model: ModelConfig,
+    /// Streams per batch.
+    pub batch: usize,
+    /// Tokens per segment.
+    pub seq_len: usize,
+    /// Optimisation steps.
+    pub steps: usize,
+    /// Learning-rate schedule (its `total` is `steps`).
+    pub schedule: LrSchedule,
+    /// Adam settings.
+    pub adam: AdamConfig,
+    /// Global gradient-norm clip (0: none).
+    pub clip: f64,
+    /// Steps of unrolled pre-training before switching to the DEQ.
+    pub pretrain_steps: usize,
+    /// Weight-tied applications during pre-training.
+    pub pretrain_depth: usize,
+    /// The implicit layer while training.
+    pub train_deq: DeqConfig,
+    /// The implicit layer while evaluating (typically more iterations).
+    pub eval_deq: DeqConfig,
+    /// Evaluate on the validation split every this many steps (0: only at the end).
+    pub eval_every: usize,
+    /// At most this many validation segments per periodic evaluation (0: all).
+    pub eval_segments: usize,
+    /// Seed of initialisation, dropout and data order.
+    pub seed: u64,
+}
+
+fn solver(kind: SolverKind, max_iter: usize, tol: f64) -> SolverConfig {
+    SolverConfig::new(kind, max_iter, tol, StopMode::Rel).expect("valid preset solver")
+}
+
+fn deq_cfg(f_iter: usize, b_iter: usize) -> DeqConfig {
+    DeqConfig::new(
+        solver(
+            SolverKind::Anderson {
+                m: 5,
+                lam: 1e-4,
+                beta: 1.0,
+            },
+            f_iter,
+            1e-3,
+        ),
+        solver(SolverKind::Broyden { memory: b_iter }, b_iter, 1e-3),
+        BackwardMode::Implicit,
+    )
+    .expect("valid preset")
+}
+
+/// The names accepted by [`TrainConfig::preset`].
+pub const PRESETS: [&str; 4] = ["tiny", "ptb-small", "trellis-tiny", "ptb-trellis"];
+
+impl TrainConfig {
+    /// A named preset: `tiny` (the default: a small DEQ-Transformer that trains on PTB in a few
+    /// minutes on 2 cores), `ptb-small` (the real PTB run), `trellis-tiny`, `ptb-trellis`.
+    pub fn preset(name: &str) -> Result<TrainConfig, String> {
+        let transformer =
+            |d: usize, heads: usize, inner: usize, mem: usize, drop: f64| ModelConfig {
+                vocab: 0,
+                d_embed: d,
+                emb_dropout: drop,
+                cell: CellConfig::Transformer(TransformerConfig {
+                    d_model: d,
+                    n_head: heads,
+                    d_inner: inner,
+                    mem_len: mem,
+                    dropout: drop,
+                    weight_norm: true,
+                }),
+            };
+        let trellis = |d: usize, hidden: usize, drop: f64| ModelConfig {
+            vocab: 0,
+            d_embed: d,
+            emb_dropout: drop,
+            cell: CellConfig::Trellisnet(TrellisConfig {
+                hidden,
+                dropout: drop,
+            }),
+        };
+        let base = |model: ModelConfig,
+                    batch,
+                    seq_len,
+                    steps: usize,
+                    lr: f64,
+                    pretrain,
+                    f_iter,
+                    eval_f| {
+            TrainConfig {
+                model,
+                batch,
+                seq_len,
+                steps,
+                schedule: LrSchedule {
+                    lr,
+                    min_lr: lr / 20.0,
+                    warmup: (steps / 20).max(1),
+                    total: steps,
+                },
+                adam: AdamConfig::default(),
+                clip: 0.25,
+                pretrain_steps: pretrain,
+                pretrain_depth: 2,
+                train_deq: deq_cfg(f_iter, f_iter + 2),
+                eval_deq: deq_cfg(eval_f, eval_f + 2),
+                eval_every: steps / 4,
+                eval_segments: 40,
+                seed: 1,
+            }
+        };
+        Ok(match name {
+            "tiny" => base(
+                transformer(64, 2, 128, 16, 0.0),
+                16,
+                32,
+                1200,
+                2e-3,
+                200,
+                8,
+                12,
+            ),
+            "ptb-small" => base(
+                transformer(256, 4, 1024, 64, 0.1),
+                16,
+                64,
+                20000,
+                5e-4,
+                2000,
+                15,
+                20,
+            ),
+            "trellis-tiny" => base(trellis(64, 96, 0.0), 16, 32, 1200, 2e-3, 200, 8, 12),
+            "ptb-trellis" => base(trellis(256, 384, 0.1), 16, 64, 20000, 1e-3, 2000, 15, 20),
+            other => {
+                return Err(format!(
+                    "unknown preset `{other}` (choose one of: {})",
+                    PRESETS.join(", ")
+                ))
+            }
+        })
+    }
+
+    /// Checks every size and setting; the message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
+        for (name, v) in [
+            ("batch", self.batch),
+            ("seq_len", self.seq_len),
+            ("steps", self.steps),
+        ] {
+            if v == 0 {
+                return Err(format!("`{name}` must be > 0"));
+            }
+        }
+        if !(self.schedule.lr.is_finite() && self.schedule.lr > 0.0) {
+            return Err(format!(
+                "learning rate must be > 0, got {}",
+                self.schedule.lr
+            ));
+        }
+        if self.pretrain_steps > 0 && self.pretrain_depth == 0 {
+            return Err("`pretrain_depth` must be > 0 when pre-training".into());
+        }
+        self.train_deq.validate().map_err(|e| e.to_string())?;
+        self.eval_deq.validate().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// What one training step measured.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StepMetrics {
+    /// 1-based step number.
+    pub step: usize,
+    /// Training loss (nats per token).
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Forward solver iterations (0 while pre-training).
+    pub fwd_iters: usize,
+    /// Forward relative residual (max over samples).
+    pub fwd_resid: f64,
+    /// Backward solver iterations.
+    pub bwd_iters: usize,
+    /// Backward relative residual.
+    pub bwd_resid: f64,
+    /// The step was skipped (non-finite loss or gradient).
+    pub skipped: bool,
+    /// Tokens processed.
+    pub tokens: usize,
+    /// Wall time of the step in seconds.
+    pub seconds: f64,
+    /// The forward solver's residual trace of the first sample.
+    #[serde(skip)]
+    pub fwd_trace: Vec<f64>,
+}
+
+/// A model, its optimiser and the position in the data: everything to continue training.
+pub struct Trainer {
+    /// The run's configuration.
+    pub cfg: TrainConfig,
+    /// The model (f32).
+    pub model: LanguageModel<f32>,
+    /// Optimiser state.
+    pub adam: Adam<f32>,
+    /// Steps done.
+    pub step: usize,
+    /// Dropout randomness.
+    pub rng: Rng,
+    /// Next segment's start in the training streams.
+    pub position: usize,
+    /// Memory carried from the previous training segment.
+    pub memory: Memory<f32>,
+    /// Lowest validation loss seen.
+    pub best_valid: f64,
+    /// Consecutive skipped steps.
+    pub skips: usize,
+}
+
+impl Trainer {
+    /// A fresh run.
+    pub fn new(cfg: TrainConfig) -> Trainer {
+        let mut rng = Rng::new(cfg.seed);
+        let model = LanguageModel::new(&cfg.model, &mut rng);
+        let adam = Adam::new(cfg.adam.clone(), model.store.values());
+        Trainer {
+            cfg,
+            model,
+            adam,
+            step: 0,
+            rng,
+            position: 0,
+            memory: Memory::default(),
+            best_valid: f64::INFINITY,
+            skips: 0,
+        }
+    }
+
+    fn deq_for_step(&self) -> DeqConfig {
+        let mut c = self.cfg.train_deq.clone();
+        if self.step < self.cfg.pretrain_steps {
+            c.mode = BackwardMode::Unrolled {
+                k: self.cfg.pretrain_depth,
+            };
+        }
+        c
+    }
+
+    /// One optimisation step on the next training segment (wrapping around the data).
+    pub fn train_step(&mut self, data: &Batched) -> StepMetrics {
+        let start = Instant::now();
+        let seq = self.cfg.seq_len;
+        let (inputs, targets, t) = match data.segment(self.position, seq) {
+            Some(s) => s,
+            None => {
+                self.position = 0;
+                self.memory = Memory::default();
+                data.segment(0, seq)
+                    .expect("training data holds at least one segment")
+            }
+        };
+        self.position += t;
+        let deq_cfg = self.deq_for_step();
+        let tape = Tape::new();
+        let p = self.model.store.leaves(&tape);
+        let out = self.model.forward(
+            &p,
+            &inputs,
+            &targets,
+            data.streams,
+            &self.memory,
+            &deq_cfg,
+            Some(&mut self.rng),
+        );
+        let loss = out.loss.item() as f64;
+        let wrt: Vec<&Var<f32>> = p.iter().collect();
+        let mut grads = tape.vjp(&[&out.loss], &[&Tensor::scalar(1.0)], &wrt);
+        drop(tape);
+        let grad_norm = clip_grad_norm(&mut grads, self.cfg.clip);
+        let lr = self.cfg.schedule.at(self.step);
+        let skipped = !loss.is_finite() || !grad_norm.is_finite();
+        if skipped {
+            self.skips += 1;
+        } else {
+            self.skips = 0;
+            self.adam.step(self.model.store.values_mut(), &grads, lr);
+        }
+        self.memory = out.memory;
+        self.step += 1;
+        let fwd = out.stats.forward.clone();
+        let bwd = out.stats.backward();
+        StepMetrics {
+            step: self.step,
+            loss,
+            lr,
+            grad_norm,
+            fwd_iters: fwd.as_ref().map_or(0, |s| s.iterations),
+            fwd_resid: fwd.as_ref().map_or(0.0, |s| s.max_rel()),
+            bwd_iters: bwd.as_ref().map_or(0, |s| s.iterations),
+            bwd_resid: bwd.as_ref().map_or(0.0, |s| s.max_rel()),
+            skipped,
+            tokens: inputs.len(),
+            seconds: start.elapsed().as_secs_f64(),
+            fwd_trace: fwd
+                .as_ref()
+                .and_then(|s| s.rel_trace.first().cloned())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Mean loss per token over `data` (at most `max_segments` segments; 0 = all), with the
+    /// evaluation DEQ settings, no dropout, memory carried across segments.
+    pub fn evaluate(&self, data: &Batched, max_segments: usize) -> f64 {
+        evaluate(&self.model, &self.cfg, data, max_segments)
+    }
+}
+
+/// Mean loss per token of `model` over `data` (see [`Trainer::evaluate`]).
+pub fn evaluate(
+    model: &LanguageModel<f32>,
+    cfg: &TrainConfig,
+    data: &Batched,
+    max_segments: usize,
+) -> f64 {
+    no_grad(|| {
+        let p = model.store.constants();
+        let mut memory = Memory::default();
+        let (mut total, mut count) = (0.0f64, 0usize);
+        let mut pos = 0;
+        let mut segments = 0;
+        while let Some((inputs, targets, t)) = data.segment(pos, cfg.seq_len) {
+            let out = model.forward(
+                &p,
+                &inputs,
+                &targets,
+                data.streams,
+                &memory,
+                &cfg.eval_deq,
+                None,
+            );
+            total += out.loss.item() as f64 * inputs.len() as f64;
+            count += inputs.len();
+            memory = out.memory;
+            pos += t;
+            segments += 1;
+            if max_segments > 0 && segments >= max_segments {
+                break;
+            }
+        }
+        if count == 0 {
+            f64::NAN
+        } else {
+            total / count as f64
+        }
+    })
+}
