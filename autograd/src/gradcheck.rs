@@ -20,6 +20,10 @@ pub struct GradcheckOptions {
     pub step: f64,
     /// An input passes when its relative error is at most this.
     pub tolerance: f64,
+    /// An input also passes when its largest absolute error is at most this (default 0, i.e.
+    /// off). Use a small floor such as 1e-9 for gradients whose entries are themselves near
+    /// the finite-difference round-off, where a relative error means nothing.
+    pub abs_tolerance: f64,
     /// Seed of the random cotangent.
     pub seed: u64,
 }
@@ -29,6 +33,7 @@ impl Default for GradcheckOptions {
         GradcheckOptions {
             step: 1e-6,
             tolerance: 1e-6,
+            abs_tolerance: 0.0,
             seed: 0x5eed,
         }
     }
@@ -49,7 +54,8 @@ pub struct InputReport {
     pub worst_element: usize,
     /// `‖numeric‖∞`, to judge the scale.
     pub scale: f64,
-    /// `max_rel_error <= tolerance` (and both gradients finite).
+    /// `max_rel_error <= tolerance` or `max_abs_error <= abs_tolerance`, and both gradients
+    /// finite.
     pub passed: bool,
 }
 
@@ -174,7 +180,7 @@ pub fn gradcheck(
             max_rel_error: rel,
             worst_element: worst,
             scale: scale_n,
-            passed: finite && rel <= opts.tolerance,
+            passed: finite && (rel <= opts.tolerance || max_abs <= opts.abs_tolerance),
         });
     }
     GradcheckReport {

@@ -15,7 +15,7 @@
 //!   cached: a VJP with respect to `z` alone skips every weight-gradient product. Gradient
 //!   buffers are reused across calls.
 //! - [`custom_op`]: a value with a user VJP closure (the DEQ layer's implicit backward).
-//! - [`gradcheck`]: each input's VJP against central finite differences in f64.
+//! - [`gradcheck()`]: each input's VJP against central finite differences in f64.
 //!
 //! ```
 //! use deq_autograd::{Tape, Tensor, Var};

@@ -5,7 +5,7 @@
 //! them and the index order is a topological order: a reverse sweep never sorts anything.
 //!
 //! `vjp(outputs, cotangents, wrt)` computes `uᵀ·∂outputs/∂wrt`. Its first call for a given
-//! `(outputs, wrt)` pair builds a [`Plan`]: the nodes that both depend on some `wrt` node and
+//! `(outputs, wrt)` pair builds a plan: the nodes that both depend on some `wrt` node and
 //! feed some output, and for each such node the inputs that lead to a `wrt` node. Later calls
 //! replay the cached plan into gradient buffers kept on the tape: the first write into a buffer
 //! replaces its contents, later writes accumulate, and steady-state calls allocate only the

@@ -89,7 +89,7 @@ proptest! {
 
     #[test]
     fn grad_neg(x in operand(-2.0..2.0), seed in seed()) {
-        check_grad("neg", |v| v[0].neg(), &[x.clone()], seed)?;
+        check_grad("neg", |v| v[0].neg(), std::slice::from_ref(&x), seed)?;
         check_grad("neg (operator)", |v| -&v[0], &[x], seed)?;
     }
 

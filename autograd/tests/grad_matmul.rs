@@ -3,10 +3,11 @@
 //! matrix shared by the batch. Every case checks all four transpose combinations `(ta, tb)`
 //! against central finite differences in f64 (relative error ≤ 1e-6), so each code path of the
 //! forward product and of both VJPs (including the flattened shared-weight fast paths) is hit.
+//! The fused `linear` (`x·Wᵀ + b`) is checked here too.
 
 mod common;
 
-use common::{check_grad, config, dim, seed};
+use common::{check_grad, config, dim, seed, tensor_of};
 use deq_autograd::{Tape, Tensor, Var};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -122,19 +123,48 @@ proptest! {
     ) {
         check_all_transposes("batched matmul, shared 2-D lhs", &c, seed)?;
     }
-}
 
-/// The same variable as both operands (`xᵀ·x` and `x·xᵀ`): the second VJP position accumulates.
-#[test]
-fn grad_matmul_same_operand_twice() {
-    let x = Tensor::from_vec(vec![0.3, -0.7, 1.1, 0.2, -0.5, 0.9], &[2, 3]);
-    for (ta, tb) in [(true, false), (false, true)] {
-        let report = deq_autograd::gradcheck(
-            |v| v[0].matmul_t(&v[0], ta, tb),
-            &[x.clone()],
-            &deq_autograd::GradcheckOptions::default(),
-        );
-        assert!(report.passed(), "matmul_t(x, x, {ta}, {tb}):\n{report}");
+    /// The fused affine map `x·Wᵀ + b` of a linear layer, `x` of rank 1 to 3, with and
+    /// without bias.
+    #[test]
+    fn grad_linear(
+        (x, w, b) in (vec(dim(), 0..=2), dim(), dim()).prop_flat_map(|(mut lead, inp, out)| {
+            lead.push(inp);
+            (
+                tensor_of(lead, -1.0..1.0),
+                tensor_of(vec![out, inp], -1.0..1.0),
+                tensor_of(vec![out], -1.0..1.0),
+            )
+        }),
+        seed in seed(),
+    ) {
+        let mut out = x.shape().to_vec();
+        *out.last_mut().unwrap() = w.shape()[0];
+        let y = Var::constant(x.clone()).linear(&Var::constant(w.clone()), None);
+        prop_assert_eq!(y.shape(), &out[..]);
+        check_grad("linear with bias", |v| v[0].linear(&v[1], Some(&v[2])), &[x.clone(), w.clone(), b], seed)?;
+        check_grad("linear without bias", |v| v[0].linear(&v[1], None), &[x, w], seed)?;
+    }
+
+    /// One variable as both operands (`xᵀ·x` and `x·xᵀ`, plain and batched): the VJPs of
+    /// the two positions land in the same buffer, the second accumulating.
+    #[test]
+    fn grad_matmul_same_operand_twice(
+        x in (vec(prop_oneof![Just(1usize), 1usize..=3], 0..=1), dim(), dim())
+            .prop_flat_map(|(mut s, r, c)| {
+                s.extend([r, c]);
+                tensor_of(s, -1.0..1.0)
+            }),
+        seed in seed(),
+    ) {
+        for (ta, tb) in [(true, false), (false, true)] {
+            check_grad(
+                &format!("matmul_t(x, x, {ta}, {tb})"),
+                |v| v[0].matmul_t(&v[0], ta, tb),
+                std::slice::from_ref(&x),
+                seed,
+            )?;
+        }
     }
 }
 

@@ -11,25 +11,11 @@
 mod common;
 
 use common::{
-    away_from_zero, broadcastable_to, check_grad, config, dim, seed, shape, tensor, tensor_of,
+    away_from_zero, broadcastable_to, check_shaped, config, dim, seed, shape, tensor, tensor_of,
 };
-use deq_autograd::{dropout_mask, Mask, Rng, Tensor, Var};
+use deq_autograd::{dropout_mask, Mask, Rng, Tensor};
 use proptest::collection::vec;
 use proptest::prelude::*;
-
-/// Checks the output shape of `f` on constants and then its VJP with respect to all inputs.
-fn check_shaped(
-    op: &str,
-    f: impl Fn(&[Var<f64>]) -> Var<f64>,
-    inputs: Vec<Tensor<f64>>,
-    expected_shape: &[usize],
-    seed: u64,
-) -> Result<(), TestCaseError> {
-    let consts: Vec<Var<f64>> = inputs.iter().cloned().map(Var::constant).collect();
-    let y = f(&consts);
-    prop_assert_eq!(y.shape(), expected_shape, "{} output shape", op);
-    check_grad(op, f, &inputs, seed)
-}
 
 /// A tensor `[lead..., d]` with `lead` of rank 0 to 2 and `1 ≤ d ≤ 5`.
 fn rows(lo: f64, hi: f64) -> impl Strategy<Value = Tensor<f64>> {

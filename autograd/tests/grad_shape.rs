@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{check_grad, config, dim, seed, shape, tensor_of};
+use common::{check_shaped, config, dim, seed, shape, tensor_of};
 use deq_autograd::{Tensor, Var};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -62,20 +62,6 @@ fn with_dim(shape: &[usize], axis: usize, n: usize) -> Vec<usize> {
     let mut s = shape.to_vec();
     s[axis] = n;
     s
-}
-
-/// Checks the output shape of `f` on constants and then its VJP with respect to all inputs.
-fn check_shaped(
-    op: &str,
-    f: impl Fn(&[Var<f64>]) -> Var<f64>,
-    inputs: Vec<Tensor<f64>>,
-    expected_shape: &[usize],
-    seed: u64,
-) -> Result<(), TestCaseError> {
-    let consts: Vec<Var<f64>> = inputs.iter().cloned().map(Var::constant).collect();
-    let y = f(&consts);
-    prop_assert_eq!(y.shape(), expected_shape, "{} output shape", op);
-    check_grad(op, f, &inputs, seed)
 }
 
 proptest! {

@@ -91,9 +91,7 @@ impl fmt::Display for DeqError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DeqError::Io { path, source } => write!(f, "{}: {}", path.display(), source),
-            DeqError::Data { path, message } => {
-                write!(f, "data file {}: {}", path.display(), message)
-            }
+            DeqError::Data { path, message } => write!(f, "{}: {}", path.display(), message),
             DeqError::Checkpoint { path, message } => {
                 write!(f, "checkpoint {}: {}", path.display(), message)
             }

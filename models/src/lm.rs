@@ -86,6 +86,7 @@ impl ModelConfig {
 }
 
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per model, never moved in hot code
 enum Cell {
     Transformer {
         cell: DeqTransformerCell,

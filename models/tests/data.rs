@@ -276,6 +276,21 @@ fn bad_valid(name: &str, valid: &[u8]) -> String {
 fn empty_and_whitespace_files_are_rejected() {
     assert!(bad_valid("empty", b"").contains("is empty"));
     assert!(bad_valid("blank", b" \n\n\t\n").contains("only whitespace"));
+    let dir = corpus_dir(
+        "big",
+        &[
+            ("train.txt", GOOD),
+            ("valid.txt", b"a b a b\n"),
+            ("test.txt", GOOD),
+        ],
+    );
+    let limits = Limits {
+        max_file_bytes: 4,
+        ..Limits::default()
+    };
+    let err = Corpus::load_dir_with(&dir, Level::Word, &limits).unwrap_err();
+    assert!(data_err(err, &dir.join("valid.txt")).contains("is 8 bytes, over the limit of 4"));
+    fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -32,6 +32,7 @@ fn check(cell: CellConfig, mode: BackwardMode) {
     let opts = GradcheckOptions {
         step: 1e-5,
         tolerance: 1e-5,
+        abs_tolerance: 1e-9,
         seed: 1,
     };
     let report = gradcheck(

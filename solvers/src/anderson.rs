@@ -16,7 +16,7 @@
 use crate::bordered::Bordered;
 use crate::stats::SolveStats;
 use crate::step::Stepper;
-use crate::vecops::{axpys, dots, other_slot, samples_per_task, split_slot};
+use crate::vecops::{axpys, dots, samples_per_task};
 use deq_autograd::Float;
 use rayon::prelude::*;
 
@@ -111,24 +111,11 @@ fn step_sample<T: Float>(
         .for_each(|(g, (&f, &x))| *g = f - x);
     s.seen += 1;
     let used = s.seen.min(slots);
-    let (before, gk, after) = split_slot(&mut s.g, n, k);
-    let gk: &[T] = gk;
+    let g = &s.g;
+    let slot = |j: usize| &g[j * n..(j + 1) * n];
     // Row and column k of G Gᵀ: G_j · G_k for every held j (j = k included).
     let row = &mut s.gram[k * slots..(k + 1) * slots];
-    dots(
-        gk,
-        (0..used).map(|j| {
-            (
-                j,
-                if j == k {
-                    gk
-                } else {
-                    other_slot(before, after, n, k, j)
-                },
-            )
-        }),
-        row,
-    );
+    dots(slot(k), (0..used).map(|j| (j, slot(j))), row);
     for j in 0..used {
         s.gram[j * slots + k] = s.gram[k * slots + j];
     }

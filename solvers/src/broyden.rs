@@ -17,7 +17,8 @@
 //! the oldest pair, which is dropped *before* the update is computed (left out of every sum),
 //! so the truncated estimate still satisfies the latest secant condition exactly; computing
 //! the update with the oldest pair and dropping it afterwards breaks that condition and made
-//! `memory = 5` diverge on the acceptance problem. Storage is `2 · min(memory, max_iter) · N` values per sample.
+//! `memory = 5` diverge on the acceptance problem. Storage is `2 · min(memory, max_iter) · N`
+//! values per sample.
 
 use crate::stats::SolveStats;
 use crate::step::Stepper;

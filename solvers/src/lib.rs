@@ -1,7 +1,7 @@
 //! # deq-solvers: fixed-point solvers for deep equilibrium models
 //!
 //! Every DEQ forward pass solves `z* = f(z*)` for a batch of states, and every implicit
-//! backward pass solves `y = y·J_f(z*) + c`. [`solve`] does both, per sample of a batch
+//! backward pass solves `y = y·J_f(z*) + c`. [`solve()`] does both, per sample of a batch
 //! `[B, ...]` viewed as `B × N`, generic over `f32`/`f64`, with three methods
 //! ([`SolverKind`]):
 //!
@@ -27,8 +27,8 @@
 //! // z = tanh(0.5 z + x) for a batch of 4 samples of 8 values.
 //! let x = Tensor::<f64>::from_fn(&[4, 8], |i| (i as f64 * 0.37).sin());
 //! let f = |z: &Tensor<f64>| {
-//!     let pre: Vec<f64> = z.data().iter().zip(x.data()).map(|(z, x)| (0.5 * z + x).tanh()).collect();
-//!     Tensor::from_vec(pre, z.shape())
+//!     let zx = z.data().iter().zip(x.data());
+//!     Tensor::from_vec(zx.map(|(z, x)| (0.5 * z + x).tanh()).collect(), z.shape())
 //! };
 //! let kind = SolverKind::Anderson { m: 5, lam: 1e-8, beta: 1.0 };
 //! let cfg = SolverConfig::new(kind, 50, 1e-8, StopMode::Rel).unwrap();
@@ -51,6 +51,9 @@ pub mod solve;
 pub mod stats;
 
 pub use config::{ConfigError, SolverConfig, SolverKind, StopMode};
-pub use implicit::{deq, BackwardMode, DeqConfig, DeqOutput, DeqStats, ImplicitCell};
+pub use implicit::{
+    check_cell, deq, BackwardMode, CellCheckOptions, CellCheckReport, DeqConfig, DeqOutput,
+    DeqStats, ImplicitCell,
+};
 pub use solve::solve;
 pub use stats::SolveStats;

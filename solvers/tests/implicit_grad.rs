@@ -9,6 +9,9 @@ use deq_solvers::implicit::{jacobian_penalty, spectral_radius};
 use deq_solvers::{deq, BackwardMode, DeqConfig, SolverConfig, SolverKind, StopMode};
 use proptest::prelude::*;
 
+/// A test cell `f(z, x, θ)`.
+type CellFn = fn(&Var<f64>, &Var<f64>, &[Var<f64>]) -> Var<f64>;
+
 /// Forward and backward solved to absolute tolerance 1e-12.
 fn tight(kind: SolverKind) -> DeqConfig {
     let s = SolverConfig::new(kind, 300, 1e-12, StopMode::Abs).unwrap();
@@ -30,7 +33,7 @@ fn anderson() -> SolverKind {
 /// Gradcheck of `(x, θ) ↦ z*(x, θ)` through `deq` (the numeric side solves at every
 /// perturbed point). Step 1e-5: truncation ~1e-10, solve noise ~1e-12 / 1e-5 = 1e-7.
 fn check_deq(
-    cell: fn(&Var<f64>, &Var<f64>, &[Var<f64>]) -> Var<f64>,
+    cell: CellFn,
     x: Tensor<f64>,
     params: Vec<Tensor<f64>>,
     z0: Tensor<f64>,
@@ -41,6 +44,7 @@ fn check_deq(
     let opts = GradcheckOptions {
         step: 1e-5,
         tolerance: 1e-5,
+        abs_tolerance: 0.0,
         seed: 3,
     };
     let report = gradcheck(|v| deq(&cell, &v[0], &v[1..], &z0, &cfg).z, &inputs, &opts);
@@ -262,6 +266,7 @@ fn jacobian_penalty_estimates_the_frobenius_norm_and_has_correct_gradients() {
     let opts = GradcheckOptions {
         step: 1e-5,
         tolerance: 1e-4,
+        abs_tolerance: 0.0,
         seed: 1,
     };
     let report = gradcheck(

@@ -127,7 +127,12 @@ proptest! {
 
     /// Random contractive problems: any size, batch and norm below 0.9.
     #[test]
-    fn random_contractive_problems(seed in 0u64..1_000_000, b in 1usize..5, n in 1usize..24, norm in 0.05f64..0.9) {
+    fn random_contractive_problems(
+        seed in 0u64..1_000_000,
+        b in 1usize..5,
+        n in 1usize..24,
+        norm in 0.05f64..0.9,
+    ) {
         let mut rng = Rng::new(seed);
         let problem = Linear::new(&mut rng, b, n, norm);
         for kind in kinds() {

@@ -9,7 +9,7 @@ mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use deq_models::error::{DeqError, Result};
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// Deep equilibrium models: train, evaluate and check DEQ language models.
@@ -72,7 +72,7 @@ pub fn set_threads(threads: usize) -> Result<()> {
 }
 
 /// A checkpoint path argument must name an existing file.
-pub fn existing_file(path: &PathBuf, what: &str) -> Result<()> {
+pub fn existing_file(path: &Path, what: &str) -> Result<()> {
     if path.is_file() {
         Ok(())
     } else {

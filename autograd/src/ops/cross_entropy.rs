@@ -57,7 +57,7 @@ impl<T: Float> Var<T> {
     pub fn cross_entropy(&self, targets: &[usize]) -> Var<T> {
         let shape = self.shape();
         let c = *shape.last().unwrap_or(&0);
-        let rows = if c == 0 { 0 } else { self.numel() / c };
+        let rows = self.numel().checked_div(c).unwrap_or(0);
         assert!(
             c > 0 && rows == targets.len(),
             "cross_entropy: logits of shape {shape:?} for {} targets",

@@ -33,8 +33,8 @@ impl<T: Float> LayerNormBackward<T> {
             };
             let mut mean_g = T::ZERO;
             let mut mean_gx = T::ZERO;
-            for i in 0..d {
-                let xh = (xr[i] - mu) * rstd;
+            for (i, &xv) in xr.iter().enumerate() {
+                let xh = (xv - mu) * rstd;
                 mean_g += gh(i);
                 mean_gx += gh(i) * xh;
             }
@@ -92,7 +92,7 @@ fn layer_norm_impl<T: Float>(x: &Var<T>, affine: Option<(&Var<T>, &Var<T>)>, eps
         );
     }
     let xs = x.value().data();
-    let rows = if d == 0 { 0 } else { xs.len() / d };
+    let rows = xs.len().checked_div(d).unwrap_or(0);
     let eps_t = T::from_f64(eps);
     let inv_d = T::ONE / T::from_usize(d.max(1));
     let stats: Vec<(T, T)> = (0..rows)

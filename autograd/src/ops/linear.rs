@@ -76,11 +76,10 @@ impl<T: Float> Var<T> {
                 b.shape()
             );
         }
-        let rows = if inp == 0 {
-            xs[..xs.len() - 1].iter().product()
-        } else {
-            self.numel() / inp
-        };
+        let rows = self
+            .numel()
+            .checked_div(inp)
+            .unwrap_or_else(|| xs[..xs.len() - 1].iter().product());
         let mut values = vec![T::ZERO; rows * out];
         if let Some(b) = bias {
             for row in values.chunks_mut(out.max(1)) {

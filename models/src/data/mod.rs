@@ -28,8 +28,7 @@
 //! a line (Mikolov's `ptb.char` files end with `"\n "`). A UTF-8 byte-order mark at the start
 //! of a file is ignored.
 //!
-//! All failures are [`DeqError`](crate::error::DeqError) values; nothing here panics on bad
-//! input.
+//! All failures are [`DeqError`] values; nothing here panics on bad input.
 
 mod batch;
 mod corpus;
