@@ -186,6 +186,7 @@ pub fn gemm<T: Float>(dst: &mut [T], a: Operand<'_, T>, b: Operand<'_, T>, alpha
     gemm_raw(dst, a, b, alpha, acc, par_for(m * n * k));
 }
 
+/// Whether a product of this many multiply-adds is worth splitting across threads.
 fn par_for(work: usize) -> Par {
     if work >= 1 << 18 && rayon::current_num_threads() > 1 {
         Par::rayon(0)
@@ -193,6 +194,9 @@ fn par_for(work: usize) -> Par {
         Par::Seq
     }
 }
+
+/// Below this many multiply-adds a block is computed on one thread.
+const SPLIT_MIN: usize = 1 << 17;
 
 fn gemm_raw<T: Float>(
     dst: &mut [T],
@@ -212,7 +216,77 @@ fn gemm_raw<T: Float>(
         return;
     }
     let beta = if acc { Accum::Add } else { Accum::Replace };
-    faer::linalg::matmul::matmul(out, beta, a.view(), b.view(), alpha, par);
+    let depth = match par {
+        Par::Seq => 0,
+        _ => {
+            rayon::current_num_threads()
+                .next_power_of_two()
+                .trailing_zeros()
+                + 1
+        }
+    };
+    split_gemm(out, beta, a.view(), b.view(), alpha, depth);
+}
+
+/// `dst (+)= alpha·a·b`, split recursively along the larger output dimension into blocks
+/// computed by faer's sequential kernel on rayon's threads. (faer's own parallel mode keeps
+/// its worker threads spinning after each product, which starves the rayon-parallel
+/// element-wise ops that follow on a machine with few cores.)
+fn split_gemm<T: Float>(
+    dst: MatMut<'_, T>,
+    beta: Accum,
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    alpha: T,
+    depth: u32,
+) {
+    let (m, n) = (dst.nrows(), dst.ncols());
+    let k = a.ncols();
+    if depth == 0 || m * n * k < SPLIT_MIN || (m < 16 && n < 16) {
+        faer::linalg::matmul::matmul(dst, beta, a, b, alpha, Par::Seq);
+        clear_upper_simd_state();
+        return;
+    }
+    if m >= n {
+        let mid = (m / 2).next_multiple_of(8).min(m);
+        let (top, bottom) = dst.split_at_row_mut(mid);
+        let (a_top, a_bottom) = a.split_at_row(mid);
+        rayon::join(
+            || split_gemm(top, beta, a_top, b, alpha, depth - 1),
+            || split_gemm(bottom, beta, a_bottom, b, alpha, depth - 1),
+        );
+    } else {
+        let mid = (n / 2).next_multiple_of(8).min(n);
+        let (left, right) = dst.split_at_col_mut(mid);
+        let (b_left, b_right) = b.split_at_col(mid);
+        rayon::join(
+            || split_gemm(left, beta, a, b_left, alpha, depth - 1),
+            || split_gemm(right, beta, a, b_right, alpha, depth - 1),
+        );
+    }
+}
+
+/// Zeroes the upper halves of the vector registers after a faer kernel.
+///
+/// faer's x86 micro-kernels return with dirty upper YMM/ZMM state; every legacy-SSE
+/// instruction that this crate's baseline-x86-64 code (and libm's `expf`) executes afterwards
+/// on the same thread then pays a state-transition penalty. Measured here: a softmax over
+/// 5·10⁶ values took 600 ms after a matrix product instead of 35 ms.
+#[inline]
+fn clear_upper_simd_state() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx") {
+            // SAFETY: AVX support was checked just above.
+            unsafe { zero_upper() }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn zero_upper() {
+    std::arch::x86_64::_mm256_zeroupper();
 }
 
 /// Batched `dst[i] (+)= alpha · op(a[i]) · op(b[i])` over `batch` equally shaped matrices.

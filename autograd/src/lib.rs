@@ -32,6 +32,34 @@
 //! }
 //! ```
 //!
+//! # The math
+//!
+//! `tape.vjp(ys, us, xs)` returns, for every `x_j`, `Σ_i u_iᵀ·∂y_i/∂x_j` (zeros for an `x_j`
+//! that no output depends on), by one reverse sweep over the recorded nodes in reverse
+//! recording order: each node's backward rule maps the cotangent of its output to cotangents
+//! of its inputs, and cotangents reaching one variable are summed. A [`custom_op`]'s closure is
+//! that rule, supplied by the user; [`gradcheck()`] is how to verify it: with a random `u` it
+//! compares `∂⟨u, f(x)⟩/∂x_j` with `(⟨u, f(x + h·e_k)⟩ − ⟨u, f(x − h·e_k)⟩) / 2h` for every
+//! element `k`, and reports the largest absolute error and that error over the larger of the
+//! two gradients' max-norms. Implicit cells have a fuller check, `deq_solvers::check_cell`
+//! (op-level VJPs and the implicit gradient through the solver).
+//!
+//! ```
+//! use deq_autograd::{custom_op, gradcheck, GradcheckOptions, Tensor, Var};
+//! // y = x³ with a hand-written VJP g·3x²; gradcheck would flag a wrong factor.
+//! let cube = |v: &[Var<f64>]| {
+//!     let x = v[0].value().clone();
+//!     let y = x.map(|t| t * t * t);
+//!     custom_op(y, &[&v[0]], Box::new(move |g: &Tensor<f64>, _needs: &[bool]| {
+//!         vec![Some(Tensor::from_fn(g.shape(), |i| 3.0 * x.data()[i].powi(2) * g.data()[i]))]
+//!     }))
+//! };
+//! let x = Tensor::from_vec(vec![0.5, -1.0, 2.0], &[3]);
+//! let report = gradcheck(cube, &[x], &GradcheckOptions::default());
+//! println!("{report}");
+//! assert!(report.passed());
+//! ```
+//!
 //! Shape mismatches in ops are programmer errors and panic with the op name and both shapes.
 
 pub mod device;

@@ -20,6 +20,41 @@
 //! keys and invalid values ([`SolverConfig`]). [`SolveStats`] reports iterations, f-evals,
 //! per-sample residual traces, lowest residuals and flags.
 //!
+//! # Stop rules
+//!
+//! Per sample, on its `N` values and accumulated in f64, the residuals of an iterate are
+//! `abs = ‖f(z) − z‖₂` and `rel = abs / (‖f(z)‖₂ + 1e-9)`. A sample has converged when its
+//! residual in [`StopMode`] is strictly below `tol`; it is then frozen (no longer updated, and
+//! passed to `f` unchanged). The protective stop freezes a sample whose absolute residual
+//! exceeds `protect ×` its initial one, or whose `f(z)` is not finite, and flags it diverged.
+//! The batch stops when no sample is active or after `max_iter` iterations (with
+//! `early_stop = false`, exactly `max_iter`). Each sample gets back its lowest-residual iterate.
+//!
+//! Anderson's ridge `λ` is absolute: it must be small against `‖G‖²`, the squared residuals
+//! near the tolerance, or the weights tend to `1/n` and the step averages the history. The
+//! adjoint solve's residuals scale with `∂L/∂z*` (a loss averaged over many tokens makes them
+//! small), so its `λ` may need to be far smaller than the forward one's.
+//!
+//! # The implicit layer
+//!
+//! [`deq()`] returns the equilibrium `z* = f(z*, x; θ)` of a cell ([`ImplicitCell`]: any
+//! closure or type written against the autograd ops) as a variable on the caller's tape. By the
+//! implicit function theorem, with `g(z) = f(z) − z`,
+//!
+//! `∂L/∂(x, θ) = −∂L/∂z* · J_g(z*)⁻¹ · ∂f(z*)/∂(x, θ) = y · ∂f(z*)/∂(x, θ)`, where
+//! `y = y·J_f(z*) + ∂L/∂z*`.
+//!
+//! The backward pass solves that adjoint fixed point with [`DeqConfig::backward`], one replayed
+//! VJP of a single recorded `f(z*)` per iteration, so memory does not depend on the iteration
+//! count ([`BackwardMode`] also offers phantom gradients and unrolled backpropagation). The
+//! forward and backward solves' [`SolveStats`] are in [`DeqOutput::stats`].
+//! [`check_cell`] checks a user cell's op-level VJPs and implicit gradient against finite
+//! differences and prints a per-input report.
+//!
+//! # Examples
+//!
+//! The solver alone:
+//!
 //! ```
 //! use deq_autograd::Tensor;
 //! use deq_solvers::{solve, SolverConfig, SolverKind, StopMode};
@@ -36,6 +71,37 @@
 //! assert!(stats.all_converged() && stats.max_rel() < 1e-8);
 //! assert_eq!(z.shape(), &[4, 8]);
 //! ```
+//!
+//! A DEQ layer: define `f`, find `z*`, backpropagate with [`Tape::vjp`], read the statistics
+//! (the README's "Library" example):
+//!
+//! ```
+//! use deq_autograd::{Tape, Tensor, Var};
+//! use deq_solvers::{deq, BackwardMode, DeqConfig, SolverConfig};
+//!
+//! // f(z, x; W, U) = tanh(z·Wᵀ + x·Uᵀ): any closure (or ImplicitCell type) of autograd ops.
+//! let f = |z: &Var<f64>, x: &Var<f64>, p: &[Var<f64>]| {
+//!     z.linear(&p[0], None).add(&x.linear(&p[1], None)).tanh()
+//! };
+//! let tape = Tape::new();
+//! let w = tape.leaf(Tensor::from_fn(&[4, 4], |i| 0.1 * ((i % 5) as f64 - 2.0)));
+//! let u = tape.leaf(Tensor::from_fn(&[4, 3], |i| (i as f64).sin()));
+//! let x = Var::constant(Tensor::from_fn(&[2, 3], |i| i as f64 / 6.0)); // a batch of 2
+//! let (fwd, bwd) = (SolverConfig::broyden(), SolverConfig::anderson());
+//! let cfg = DeqConfig::new(fwd, bwd, BackwardMode::Implicit).unwrap();
+//! let out = deq(&f, &x, &[w.clone(), u.clone()], &Tensor::zeros(&[2, 4]), &cfg);
+//! let loss = out.z.mul(&out.z).sum_all();
+//! // Implicit backward: one adjoint solve, then one VJP into W and U.
+//! let grads = tape.vjp(&[&loss], &[&Tensor::scalar(1.0)], &[&w, &u]);
+//! let fs = out.stats.forward.as_ref().unwrap();
+//! let bs = out.stats.backward().unwrap(); // filled in by the VJP
+//! println!("forward: {} iterations, rel residual {:.1e}", fs.iterations, fs.max_rel());
+//! println!("backward: {} iterations, rel residual {:.1e}", bs.iterations, bs.max_rel());
+//! assert!(fs.all_converged() && bs.all_converged());
+//! assert_eq!(grads[0].shape(), &[4, 4]);
+//! ```
+//!
+//! [`Tape::vjp`]: deq_autograd::Tape::vjp
 
 mod anderson;
 mod bordered;
