@@ -262,7 +262,7 @@ fn main() {
         &CellCheckOptions::default(),
     );
     println!(
-        "\ngradient check of the trained cell ({:.1} s):\n{report}",
+        "\ngradient check of the trained cell (param 0 = A, 1 = B, 2 = U, 3 = b; {:.1} s):\n{report}",
         start.elapsed().as_secs_f64()
     );
     println!(

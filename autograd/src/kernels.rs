@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use std::cell::Cell;
 
 /// Element counts at or above this run element-wise loops on rayon's pool.
-pub const PAR_MIN: usize = 1 << 15;
+pub const PAR_MIN: usize = 1 << 16;
 const CHUNK: usize = 1 << 13;
 
 /// `f` applied to every value of `src`.
@@ -188,7 +188,7 @@ pub fn gemm<T: Float>(dst: &mut [T], a: Operand<'_, T>, b: Operand<'_, T>, alpha
 
 /// Whether a product of this many multiply-adds is worth splitting across threads.
 fn par_for(work: usize) -> Par {
-    if work >= 1 << 18 && rayon::current_num_threads() > 1 {
+    if work >= SPLIT_MIN && rayon::current_num_threads() > 1 {
         Par::rayon(0)
     } else {
         Par::Seq
@@ -196,7 +196,7 @@ fn par_for(work: usize) -> Par {
 }
 
 /// Below this many multiply-adds a block is computed on one thread.
-const SPLIT_MIN: usize = 1 << 17;
+const SPLIT_MIN: usize = 1 << 21;
 
 fn gemm_raw<T: Float>(
     dst: &mut [T],

@@ -273,3 +273,20 @@ fn div_shape_mismatch_panics_with_op_and_shapes() {
     let b = tape.leaf(Tensor::ones(&[4]));
     let _ = &a / &b;
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The f32 bulk-kernel `exp` and `tanh` stay within 1e-6 relative of the f64 functions.
+    #[test]
+    fn fast_f32_exp_and_tanh_match_f64(x in -87.0f32..88.0, small in -2.0f32..2.0) {
+        let exact = (x as f64).exp();
+        let got = deq_autograd::float::exp_f32(x) as f64;
+        prop_assert!(((got - exact) / exact).abs() < 1e-6, "exp({x}) = {got} vs {exact}");
+        for v in [x, small, small * 1e-3] {
+            let exact = (v as f64).tanh();
+            let got = deq_autograd::float::tanh_f32(v) as f64;
+            prop_assert!((got - exact).abs() <= 1e-6 * exact.abs().max(1e-30) + 1e-37, "tanh({v}) = {got} vs {exact}");
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! `deq eval`.
 
-use super::{data_source, existing_file, set_threads, LevelArg};
+use super::{data_source, existing_file, LevelArg};
 use clap::Args;
 use deq_models::checkpoint::load_checkpoint;
 use deq_models::data::batchify;
@@ -23,12 +23,11 @@ pub struct EvalArgs {
     level: LevelArg,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
-    threads: usize,
+    pub threads: usize,
 }
 
 /// Runs `deq eval`.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
-    set_threads(a.threads)?;
     existing_file(&a.checkpoint, "checkpoint")?;
     let ck = load_checkpoint(&a.checkpoint)?;
     let (corpus, _) = data_source::load(a.data.as_ref(), data_source::level(a.level))?;

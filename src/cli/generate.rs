@@ -1,6 +1,6 @@
 //! `deq generate`: sample a continuation of a prompt from a checkpoint.
 
-use super::{data_source, existing_file, set_threads, LevelArg};
+use super::{data_source, existing_file, LevelArg};
 use clap::Args;
 use deq_autograd::{no_grad, Rng};
 use deq_models::checkpoint::load_checkpoint;
@@ -37,12 +37,11 @@ pub struct GenerateArgs {
     seed: u64,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
-    threads: usize,
+    pub threads: usize,
 }
 
 /// Runs `deq generate`.
 pub fn run(a: GenerateArgs) -> Result<ExitCode> {
-    set_threads(a.threads)?;
     if !(a.temperature.is_finite() && a.temperature > 0.0) {
         return Err(DeqError::config(format!(
             "temperature must be > 0, got {}",

@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and dispatch.
 
+pub mod bench;
 mod data_source;
 mod eval;
 mod generate;
@@ -48,15 +49,39 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Check gradients (ops, implicit layer, both language models) against finite differences.
     Gradcheck(gradcheck::GradcheckArgs),
+    /// Time the benchmark workloads W1-W3 (see ../shared/BENCH.md).
+    Bench(bench::BenchArgs),
 }
 
-/// Runs one command.
+impl Command {
+    /// The worker threads the command asked for (0: rayon's default).
+    fn threads(&self) -> usize {
+        match self {
+            Command::Train(a) => a.threads,
+            Command::Eval(a) => a.threads,
+            Command::Generate(a) => a.threads,
+            Command::Bench(a) => a.threads,
+            Command::Gradcheck(_) => 0,
+        }
+    }
+}
+
+/// Runs one command on a worker of rayon's pool, so that the parallel kernels it starts are
+/// joined by work stealing instead of waking the pool from outside for every product.
 pub fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
+    set_threads(cli.command.threads())?;
+    let mut out = None;
+    rayon::scope(|s| s.spawn(|_| out = Some(dispatch(cli.command))));
+    out.expect("the command ran")
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    match command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

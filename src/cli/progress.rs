@@ -62,9 +62,14 @@ impl Progress {
         self.bar.set_position(m.step as u64);
     }
 
-    /// Prints a line above the bar.
+    /// Prints a line above the bar (plainly on stdout when the bar is hidden because the
+    /// output is not a terminal).
     pub fn println(&self, line: &str) {
-        self.bar.println(line);
+        if self.bar.is_hidden() {
+            println!("{line}");
+        } else {
+            self.bar.println(line);
+        }
     }
 
     /// Tokens per second so far.

@@ -1,7 +1,7 @@
 //! `deq train`.
 
 use super::progress::{MetricsLog, Progress};
-use super::{data_source, existing_file, set_threads, LevelArg, ModelArg};
+use super::{data_source, existing_file, LevelArg, ModelArg};
 use clap::Args;
 use deq_models::checkpoint::{load_checkpoint, save_checkpoint};
 use deq_models::data::{batchify, Corpus};
@@ -49,7 +49,7 @@ pub struct TrainArgs {
     config: Option<PathBuf>,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
-    threads: usize,
+    pub threads: usize,
     /// Random seed (overrides the preset).
     #[arg(long)]
     seed: Option<u64>,
@@ -117,7 +117,6 @@ fn save(trainer: &Trainer, corpus: &Corpus, path: &Path) -> Result<()> {
 
 /// Runs `deq train`.
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
-    set_threads(a.threads)?;
     let (corpus, source) = data_source::load(a.data.as_ref(), data_source::level(a.level))?;
     let mut trainer = match &a.resume {
         Some(path) => {

@@ -71,7 +71,10 @@ impl<T: Float> Backward<T> for BinaryBackward<T> {
                 Kind::Add => kernels::write(dst, g, acc),
                 Kind::Sub if k == 0 => kernels::write(dst, g, acc),
                 Kind::Sub => kernels::map_into(dst, g, |g| -g, acc),
-                _ => kernels::zip3_into(dst, g, a, b, |g, a, b| kind.partial(k, g, a, b), acc),
+                Kind::Mul if k == 0 => kernels::zip_into(dst, g, b, |g, b| g * b, acc),
+                Kind::Mul => kernels::zip_into(dst, g, a, |g, a| g * a, acc),
+                Kind::Div if k == 0 => kernels::zip_into(dst, g, b, |g, b| g / b, acc),
+                Kind::Div => kernels::zip3_into(dst, g, a, b, |g, a, b| -g * a / (b * b), acc),
             }
             return;
         }

@@ -33,13 +33,13 @@ fn row_pass<T: Float>(row: &[T], target: usize, inv_n: T, grad: Option<&mut [T]>
     let m = row.iter().copied().fold(-T::INFINITY, T::max);
     match grad {
         None => {
-            let s: T = row.iter().map(|&v| (v - m).exp()).sum();
+            let s: T = row.iter().map(|&v| (v - m).exp_fast()).sum();
             m + s.ln()
         }
         Some(out) => {
             let mut s = T::ZERO;
             for (o, &v) in out.iter_mut().zip(row) {
-                let e = (v - m).exp();
+                let e = (v - m).exp_fast();
                 *o = e;
                 s += e;
             }

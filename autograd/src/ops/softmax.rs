@@ -32,7 +32,7 @@ pub(crate) fn logsumexp<T: Float>(row: &[T]) -> T {
     if !m.is_finite() {
         return m;
     }
-    let s: T = row.iter().map(|&v| (v - m).exp()).sum();
+    let s: T = row.iter().map(|&v| (v - m).exp_fast()).sum();
     m + s.ln()
 }
 
@@ -64,7 +64,7 @@ impl<T: Float> Backward<T> for SoftmaxBackward<T> {
             if log {
                 let s: T = gr.iter().copied().sum();
                 for i in 0..d {
-                    let v = gr[i] - yr[i].exp() * s;
+                    let v = gr[i] - yr[i].exp_fast() * s;
                     out[i] = if acc { out[i] + v } else { v };
                 }
             } else {
@@ -89,7 +89,7 @@ fn softmax_impl<T: Float>(x: &Var<T>, log: bool) -> Var<T> {
             o[i] = if log {
                 row[i] - lse
             } else {
-                (row[i] - lse).exp()
+                (row[i] - lse).exp_fast()
             };
         }
     });

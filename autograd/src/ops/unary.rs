@@ -42,14 +42,14 @@ impl Kind {
     fn apply<T: Float>(self, x: T) -> T {
         match self {
             Kind::Neg => -x,
-            Kind::Exp => x.exp(),
+            Kind::Exp => x.exp_fast(),
             Kind::Log => x.ln(),
-            Kind::Tanh => x.tanh(),
+            Kind::Tanh => x.tanh_fast(),
             Kind::Sigmoid => sigmoid(x),
             Kind::Relu => x.max(T::ZERO),
             Kind::Gelu => {
                 let (c, a, half) = (T::from_f64(GELU_C), T::from_f64(GELU_A), T::from_f64(0.5));
-                half * x * (T::ONE + (c * (x + a * x * x * x)).tanh())
+                half * x * (T::ONE + (c * (x + a * x * x * x)).tanh_fast())
             }
             Kind::Sqrt => x.sqrt(),
             Kind::Powi(n) => x.powi(n),
@@ -74,7 +74,7 @@ impl Kind {
             }
             Kind::Gelu => {
                 let (c, a, half) = (T::from_f64(GELU_C), T::from_f64(GELU_A), T::from_f64(0.5));
-                let t = (c * (x + a * x * x * x)).tanh();
+                let t = (c * (x + a * x * x * x)).tanh_fast();
                 let dt = (T::ONE - t * t) * c * (T::ONE + T::from_f64(3.0) * a * x * x);
                 g * half * (T::ONE + t + x * dt)
             }
@@ -86,11 +86,13 @@ impl Kind {
 
 #[inline(always)]
 fn sigmoid<T: Float>(x: T) -> T {
+    // e^{-|x|} never overflows; pick the matching form without a branch on the hot path.
+    let e = (-x.abs()).exp_fast();
+    let pos = T::ONE / (T::ONE + e);
     if x >= T::ZERO {
-        T::ONE / (T::ONE + (-x).exp())
+        pos
     } else {
-        let e = x.exp();
-        e / (T::ONE + e)
+        T::ONE - pos
     }
 }
 
@@ -106,20 +108,39 @@ impl<T: Float> Backward<T> for UnaryBackward<T> {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let kind = self.kind;
-        kernels::zip3_into(
-            dst,
-            g,
-            self.x.data(),
-            self.y.data(),
-            |g, x, y| kind.derivative(g, x, y),
-            acc,
-        );
+        let (x, y) = (self.x.data(), self.y.data());
+        macro_rules! go {
+            ($kind:expr) => {
+                kernels::zip3_into(dst, g, x, y, |g, x, y| $kind.derivative(g, x, y), acc)
+            };
+        }
+        match self.kind {
+            Kind::Neg => go!(Kind::Neg),
+            Kind::Exp => go!(Kind::Exp),
+            Kind::Log => go!(Kind::Log),
+            Kind::Tanh => go!(Kind::Tanh),
+            Kind::Sigmoid => go!(Kind::Sigmoid),
+            Kind::Relu => go!(Kind::Relu),
+            Kind::Gelu => go!(Kind::Gelu),
+            Kind::Sqrt => go!(Kind::Sqrt),
+            Kind::Powi(n) => go!(Kind::Powi(n)),
+        }
     }
 }
 
 fn unary<T: Float>(kind: Kind, a: &Var<T>) -> Var<T> {
-    let value = a.value().map(|x| kind.apply(x));
+    let v = a.value();
+    let value = match kind {
+        Kind::Neg => v.map(|x| Kind::Neg.apply(x)),
+        Kind::Exp => v.map(|x| Kind::Exp.apply(x)),
+        Kind::Log => v.map(|x| Kind::Log.apply(x)),
+        Kind::Tanh => v.map(|x| Kind::Tanh.apply(x)),
+        Kind::Sigmoid => v.map(|x| Kind::Sigmoid.apply(x)),
+        Kind::Relu => v.map(|x| Kind::Relu.apply(x)),
+        Kind::Gelu => v.map(|x| Kind::Gelu.apply(x)),
+        Kind::Sqrt => v.map(|x| Kind::Sqrt.apply(x)),
+        Kind::Powi(n) => v.map(move |x| Kind::Powi(n).apply(x)),
+    };
     let x = a.value().clone();
     let y = value.clone();
     record(value, &[a], move || UnaryBackward { kind, x, y })

@@ -45,9 +45,11 @@
 //!     z.linear(&p[0], None).add(&x.linear(&p[1], None)).tanh()
 //! };
 //! let mut rng = Rng::new(0);
-//! let params = vec![Tensor::randn(&[4, 4], 0.2, &mut rng), Tensor::randn(&[4, 3], 0.5, &mut rng)];
+//! let w = Tensor::randn(&[4, 4], 0.2, &mut rng);
+//! let u = Tensor::randn(&[4, 3], 0.5, &mut rng);
 //! let x = Tensor::randn(&[2, 3], 1.0, &mut rng);
-//! let report = check_cell(&cell, &x, &params, &Tensor::zeros(&[2, 4]), &CellCheckOptions::default());
+//! let opts = CellCheckOptions::default();
+//! let report = check_cell(&cell, &x, &[w, u], &Tensor::zeros(&[2, 4]), &opts);
 //! println!("{report}");
 //! assert!(report.passed(), "{report}");
 //! ```

@@ -1,0 +1,25 @@
+//! Timing helpers: medians over repetitions and achieved matmul throughput.
+
+use deq_autograd::matmul_counters;
+use std::time::Instant;
+
+/// Wall time in milliseconds and matmul GFLOP of one call of `f`.
+pub fn measure<R>(f: impl FnOnce() -> R) -> (R, f64, f64) {
+    let (_, flops0) = matmul_counters();
+    let start = Instant::now();
+    let r = f();
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let (_, flops1) = matmul_counters();
+    (r, ms, (flops1 - flops0) as f64 / 1e9)
+}
+
+/// The median of `xs` (which must not be empty).
+pub fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
+}
