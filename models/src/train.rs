@@ -298,14 +298,21 @@ impl Trainer {
         drop(tape);
         let grad_norm = clip_grad_norm(&mut grads, self.cfg.clip);
         let lr = self.cfg.schedule.at(self.step);
-        let skipped = !loss.is_finite() || !grad_norm.is_finite();
+        let diverged = out.stats.forward.as_ref().is_some_and(|s| s.any_diverged());
+        let skipped = !loss.is_finite() || !grad_norm.is_finite() || diverged;
         if skipped {
             self.skips += 1;
         } else {
             self.skips = 0;
             self.adam.step(self.model.store.values_mut(), &grads, lr);
         }
-        self.memory = out.memory;
+        // A skipped step's memory may hold the very values that made it fail: start afresh.
+        let finite = |t: &Option<Tensor<f32>>| t.as_ref().is_none_or(Tensor::all_finite);
+        self.memory = if skipped || !finite(&out.memory.z) || !finite(&out.memory.u) {
+            Memory::default()
+        } else {
+            out.memory
+        };
         self.step += 1;
         let fwd = out.stats.forward.clone();
         let bwd = out.stats.backward();
