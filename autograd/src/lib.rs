@@ -62,6 +62,8 @@
 //!
 //! Shape mismatches in ops are programmer errors and panic with the op name and both shapes.
 
+#![warn(missing_docs)]
+
 pub mod device;
 pub mod float;
 pub mod gradcheck;

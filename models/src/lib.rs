@@ -64,6 +64,8 @@
 //! assert!(out.memory.z.is_some());
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod cells;
 pub mod checkpoint;
 pub mod data;

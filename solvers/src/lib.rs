@@ -103,6 +103,8 @@
 //!
 //! [`Tape::vjp`]: deq_autograd::Tape::vjp
 
+#![warn(missing_docs)]
+
 mod anderson;
 mod bordered;
 mod broyden;

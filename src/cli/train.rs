@@ -1,5 +1,6 @@
 //! `deq train`.
 
+use super::plot::{write_png, Panel, Series};
 use super::progress::{MetricsLog, Progress};
 use super::{data_source, existing_file, LevelArg, ModelArg};
 use clap::Args;
@@ -82,7 +83,7 @@ fn configure(a: &TrainArgs, corpus: &Corpus) -> Result<TrainConfig> {
     if let Some(s) = a.steps {
         cfg.steps = s;
         cfg.schedule.total = s;
-        cfg.schedule.warmup = cfg.schedule.warmup.min(s.max(1));
+        cfg.schedule.warmup = (s / 20).max(1);
         cfg.pretrain_steps = cfg.pretrain_steps.min(s / 5);
         cfg.eval_every = s / 4;
     }
@@ -147,6 +148,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let mut progress = Progress::new(cfg.steps, trainer.step);
     let mut skipped_total = 0;
     let mut lr_scale = 1.0;
+    let mut history = History::default();
+    let trace_every = (cfg.steps / 5).max(1);
     while trainer.step < cfg.steps {
         trainer.cfg.schedule.lr = cfg.schedule.lr * lr_scale;
         trainer.cfg.schedule.min_lr = cfg.schedule.min_lr * lr_scale;
@@ -159,6 +162,10 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             "tokens": m.tokens, "seconds": m.seconds, "fwd_trace": m.fwd_trace}),
         );
         progress.update(&m, skipped_total);
+        history.train.push((m.step as f64, m.loss));
+        if m.step % trace_every == 0 && !m.fwd_trace.is_empty() {
+            history.traces.push((m.step, m.fwd_trace.clone()));
+        }
         if trainer.skips >= MAX_SKIPS && last.is_file() {
             let ck = load_checkpoint(&last)?;
             let step = trainer.step;
@@ -180,6 +187,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
                 cfg.eval_segments
             ));
             log.write(&json!({"kind": "valid", "step": trainer.step, "loss": v}));
+            history.valid.push((trainer.step as f64, v));
             if v.is_finite() && v < trainer.best_valid {
                 trainer.best_valid = v;
                 save(&trainer, &corpus, &best)?;
@@ -203,6 +211,58 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         v.exp(),
         t.exp()
     );
-    println!("checkpoints and metrics in {}", a.out.display());
+    let plot = a.out.join("training.png");
+    write_png(&plot, &history.panels())?;
+    println!("checkpoints, metrics and {} in {}", "training.png", a.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the end-of-run plot shows.
+#[derive(Default)]
+struct History {
+    train: Vec<(f64, f64)>,
+    valid: Vec<(f64, f64)>,
+    traces: Vec<(usize, Vec<f64>)>,
+}
+
+impl History {
+    fn panels(&self) -> Vec<Panel> {
+        // Exponential moving average of the training loss (per-step losses are noisy).
+        let mut ema = None;
+        let smooth: Vec<(f64, f64)> = self
+            .train
+            .iter()
+            .filter(|(_, l)| l.is_finite())
+            .map(|&(s, l)| {
+                let e = ema.map_or(l, |e: f64| 0.95 * e + 0.05 * l);
+                ema = Some(e);
+                (s, e)
+            })
+            .collect();
+        let loss = Panel {
+            title: "loss".into(),
+            x_label: "step".into(),
+            y_label: "cross-entropy (nats)".into(),
+            log_y: false,
+            series: vec![
+                Series { label: "train (EMA)".into(), points: smooth },
+                Series { label: "valid".into(), points: self.valid.clone() },
+            ],
+        };
+        let traces = Panel {
+            title: "forward solver residuals".into(),
+            x_label: "iteration".into(),
+            y_label: "relative residual".into(),
+            log_y: true,
+            series: self
+                .traces
+                .iter()
+                .map(|(step, t)| Series {
+                    label: format!("step {step}"),
+                    points: t.iter().enumerate().map(|(i, &r)| (i as f64, r)).collect(),
+                })
+                .collect(),
+        };
+        vec![loss, traces]
+    }
 }

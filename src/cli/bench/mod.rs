@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Also write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write PNG plots (W1 residual traces per solver, W2 memory against depth) into DIR.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 fn cpu_model() -> String {
@@ -87,14 +90,74 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if all || a.workload == Workload::W3 {
         results.push(w3::bench(a.reps, a.peak_gflops));
     }
+    if let Some(dir) = &a.plot {
+        plots(dir, &results)?;
+    }
     if let Some(path) = &a.json {
         let doc = json!({
             "machine": {"cpu": cpu_model(), "threads": threads, "peak_gflops": a.peak_gflops},
-            "git_revision": option_env!("DEQ_GIT_REVISION").unwrap_or("unknown"),
+            "git_revision": env!("DEQ_GIT_REVISION"),
             "workloads": results,
         });
         let text = serde_json::to_string_pretty(&doc).expect("serialisable");
         std::fs::write(path, text).map_err(|e| DeqError::io(path, e))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn plots(dir: &std::path::Path, results: &[serde_json::Value]) -> Result<()> {
+    use super::plot::{write_png, Panel, Series};
+    std::fs::create_dir_all(dir).map_err(|e| DeqError::io(dir, e))?;
+    let num = |v: &serde_json::Value| v.as_f64().unwrap_or(f64::NAN);
+    for r in results {
+        match r["workload"].as_str() {
+            Some("w1") => {
+                let series = r["rows"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|row| Series {
+                        label: row["solver"].as_str().unwrap_or("?").to_string(),
+                        points: row["fwd_trace"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .enumerate()
+                            .map(|(i, v)| (i as f64, num(v)))
+                            .collect(),
+                    })
+                    .collect();
+                let panel = Panel {
+                    title: "W1 forward residuals (first sample)".into(),
+                    x_label: "f evaluation".into(),
+                    y_label: "relative residual".into(),
+                    log_y: true,
+                    series,
+                };
+                write_png(&dir.join("w1_residuals.png"), &[panel])?;
+            }
+            Some("w2") => {
+                let curve = r["memory_curve"].as_array().cloned().unwrap_or_default();
+                let mib = |key: &str| -> Vec<(f64, f64)> {
+                    curve
+                        .iter()
+                        .map(|c| (num(&c["depth"]), num(&c[key]) / (1 << 20) as f64))
+                        .collect()
+                };
+                let panel = Panel {
+                    title: "W2 peak heap of one training step".into(),
+                    x_label: "depth (unrolled) / iterations (DEQ)".into(),
+                    y_label: "MiB".into(),
+                    log_y: false,
+                    series: vec![
+                        Series { label: "DEQ".into(), points: mib("deq_bytes") },
+                        Series { label: "unrolled".into(), points: mib("unrolled_bytes") },
+                    ],
+                };
+                write_png(&dir.join("w2_memory.png"), &[panel])?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
