@@ -103,12 +103,18 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
                 .map_err(|e| err(e.to_string()))?;
             for (i, s) in panel.series.iter().enumerate() {
                 let color = COLORS[i % COLORS.len()];
-                let pts = s.points.iter().copied().filter(|(_, y)| *y > 0.0 && y.is_finite());
+                let pts = s
+                    .points
+                    .iter()
+                    .copied()
+                    .filter(|(_, y)| *y > 0.0 && y.is_finite());
                 chart
                     .draw_series(LineSeries::new(pts, color.stroke_width(2)))
                     .map_err(|e| err(e.to_string()))?
                     .label(s.label.clone())
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
             }
             chart
                 .configure_series_labels()
@@ -133,7 +139,9 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
                     .draw_series(LineSeries::new(pts, color.stroke_width(2)))
                     .map_err(|e| err(e.to_string()))?
                     .label(s.label.clone())
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
             }
             chart
                 .configure_series_labels()

@@ -213,7 +213,11 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     );
     let plot = a.out.join("training.png");
     write_png(&plot, &history.panels())?;
-    println!("checkpoints, metrics and {} in {}", "training.png", a.out.display());
+    println!(
+        "checkpoints, metrics and {} in {}",
+        "training.png",
+        a.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -245,8 +249,14 @@ impl History {
             y_label: "cross-entropy (nats)".into(),
             log_y: false,
             series: vec![
-                Series { label: "train (EMA)".into(), points: smooth },
-                Series { label: "valid".into(), points: self.valid.clone() },
+                Series {
+                    label: "train (EMA)".into(),
+                    points: smooth,
+                },
+                Series {
+                    label: "valid".into(),
+                    points: self.valid.clone(),
+                },
             ],
         };
         let traces = Panel {

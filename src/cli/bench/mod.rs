@@ -150,8 +150,14 @@ fn plots(dir: &std::path::Path, results: &[serde_json::Value]) -> Result<()> {
                     y_label: "MiB".into(),
                     log_y: false,
                     series: vec![
-                        Series { label: "DEQ".into(), points: mib("deq_bytes") },
-                        Series { label: "unrolled".into(), points: mib("unrolled_bytes") },
+                        Series {
+                            label: "DEQ".into(),
+                            points: mib("deq_bytes"),
+                        },
+                        Series {
+                            label: "unrolled".into(),
+                            points: mib("unrolled_bytes"),
+                        },
                     ],
                 };
                 write_png(&dir.join("w2_memory.png"), &[panel])?;
