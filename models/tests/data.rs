@@ -387,26 +387,23 @@ fn bundled_ptb_has_the_published_counts() {
 }
 
 #[test]
-fn shared_char_corpora_when_present() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/ptb_char");
-    if !dir.is_dir() {
-        eprintln!("skipped: {} is not available", dir.display());
-        return;
-    }
-    let c = Corpus::load_dir(&dir, Level::Char).unwrap();
-    assert_eq!(c.vocab.len(), 50);
-    assert_eq!(
-        (c.train.len(), c.valid.len(), c.test.len()),
-        (5_017_482, 393_042, 442_423)
-    );
+fn char_level_ptb_style_and_plain_text() {
+    // PTB-char style: symbols separated by spaces, `_` between words, a trailing "\n " at the
+    // end of the file (as in ptb.char.*.txt).
+    let ptb_char = "a _ c a t\nt h e _ d o g\n ";
+    let c = Corpus::from_texts(ptb_char, ptb_char, ptb_char, Level::Char).unwrap();
     assert_eq!(c.vocab.id(" "), None, "separating spaces are not symbols");
+    assert!(c.vocab.id("_").is_some());
+    // 5 + 7 symbols and one <eos> per line; the trailing blank is not a line.
+    assert_eq!(c.train.len(), 5 + 1 + 7 + 1);
+    assert_eq!(
+        c.vocab.len(),
+        ["a", "_", "c", "t", "<eos>", "h", "e", "d", "o", "g"].len()
+    );
 
-    // Plain text at char level: 65 distinct characters, the newline among them, become 64
-    // character tokens (the space included) plus <eos>.
-    let shakespeare = dir.join("../tinyshakespeare/input.txt");
-    let text = fs::read_to_string(shakespeare).unwrap();
-    let c = Corpus::from_texts(&text, &text, &text, Level::Char).unwrap();
-    assert_eq!(c.vocab.len(), 65);
+    // Plain text at char level: every character is a token, spaces included.
+    let text = "To be, or not to be\nthat is the question\n";
+    let c = Corpus::from_texts(text, text, text, Level::Char).unwrap();
     assert!(c.vocab.id(" ").is_some());
     assert_eq!(c.train.len(), text.chars().count());
 }
