@@ -214,8 +214,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let plot = a.out.join("training.png");
     write_png(&plot, &history.panels())?;
     println!(
-        "checkpoints, metrics and {} in {}",
-        "training.png",
+        "checkpoints, metrics and training.png in {}",
         a.out.display()
     );
     Ok(ExitCode::SUCCESS)
