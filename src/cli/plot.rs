@@ -101,27 +101,7 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
                 .y_label_formatter(&|v| format!("{v:.0e}"))
                 .draw()
                 .map_err(|e| err(e.to_string()))?;
-            for (i, s) in panel.series.iter().enumerate() {
-                let color = COLORS[i % COLORS.len()];
-                let pts = s
-                    .points
-                    .iter()
-                    .copied()
-                    .filter(|(_, y)| *y > 0.0 && y.is_finite());
-                chart
-                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-                    .map_err(|e| err(e.to_string()))?
-                    .label(s.label.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(e.to_string()))?;
+            draw_lines(&mut chart, panel).map_err(err)?;
         } else {
             let mut chart = builder
                 .build_cartesian_2d(x0..x1, y0..y1)
@@ -132,25 +112,38 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
                 .y_desc(&panel.y_label)
                 .draw()
                 .map_err(|e| err(e.to_string()))?;
-            for (i, s) in panel.series.iter().enumerate() {
-                let color = COLORS[i % COLORS.len()];
-                let pts = s.points.iter().copied().filter(|(_, y)| y.is_finite());
-                chart
-                    .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-                    .map_err(|e| err(e.to_string()))?
-                    .label(s.label.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2))
-                    });
-            }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| err(e.to_string()))?;
+            draw_lines(&mut chart, panel).map_err(err)?;
         }
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+/// Draws the panel's series (positive values only on a log axis) and their legend.
+fn draw_lines<'a, CT>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    panel: &Panel,
+) -> std::result::Result<(), String>
+where
+    CT: CoordTranslate<From = (f64, f64)>,
+{
+    for (i, s) in panel.series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(_, y)| y.is_finite() && (!panel.log_y || *y > 0.0));
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(s.label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
 }

@@ -15,7 +15,7 @@
 use super::config::{BackwardMode, DeqConfig};
 use crate::solve::solve;
 use crate::stats::SolveStats;
-use deq_autograd::{custom_op, is_recording, no_grad, Float, Tape, Tensor, Var};
+use deq_autograd::{custom_op, is_recording, kernels, no_grad, Float, Tape, Tensor, Var};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -177,20 +177,22 @@ fn attach_implicit_backward<T: Float>(
     inputs.extend(params.iter());
     let vjp = move |g: &Tensor<T>, needs: &[bool]| -> Vec<Option<Tensor<T>>> {
         // Adjoint solve y = y·J_f(z*) + g, from y0 = 0; each iteration one pruned z-only VJP.
-        let mut jvp_buf = vec![T::ZERO; g.numel()];
         let (y, stats) = solve(
             &b_cfg,
             |y: &Tensor<T>| {
-                inner.vjp_with(&[&fz], &[y], &[&z_leaf], |_, grad| match grad {
-                    Some(v) => jvp_buf.copy_from_slice(v),
-                    None => jvp_buf.fill(T::ZERO),
+                // g + yᵀJ in one pass, read straight from the tape's gradient buffer.
+                let mut out = None;
+                inner.vjp_with(&[&fz], &[y], &[&z_leaf], |_, grad| {
+                    out = Some(match grad {
+                        Some(v) => {
+                            let mut sum = vec![T::ZERO; v.len()];
+                            kernels::zip_into(&mut sum, g.data(), v, |a, b| a + b, false);
+                            Tensor::from_vec(sum, g.shape())
+                        }
+                        None => g.clone(),
+                    })
                 });
-                let mut out = g.clone();
-                out.data_mut()
-                    .iter_mut()
-                    .zip(&jvp_buf)
-                    .for_each(|(o, &j)| *o += j);
-                out
+                out.expect("vjp_with reports the one wrt variable")
             },
             &Tensor::zeros(g.shape()),
         );
