@@ -1,10 +1,13 @@
 //! Where tensor values live: the backend seam.
 //!
-//! Only the CPU backend exists today. The CUDA backend (crate `deq-cuda`, cargo feature `cuda`)
-//! adds a `Cuda(n)` device and a device-buffer storage variant here; every op dispatches on the
-//! storage of its operands, so models and solvers do not change.
+//! A [`Tensor`](crate::Tensor) holds its values in host memory ([`Device::Cpu`]) or, with the
+//! `cuda` feature, in a `deq_cuda::GpuBuffer` on [`Device::Cuda`]. Every op dispatches on the
+//! storage of its operands, so models and solvers written against `Var` run on either device.
+//! Operands of one op must live on the same device (mixing them is a programmer error and
+//! panics with the op name).
 
 use crate::float::Float;
+use std::fmt;
 
 /// A compute device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -12,45 +15,185 @@ pub enum Device {
     /// Host memory; ops run on faer (matmul) and rayon.
     #[default]
     Cpu,
+    /// CUDA device `n`; ops run as NVRTC-compiled kernels and cuBLAS.
+    Cuda(usize),
 }
 
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(n) => write!(f, "cuda:{n}"),
         }
     }
 }
+
+/// Why a device cannot be used: a bad name, no driver, no device, a build without CUDA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceError(pub String);
+
+impl fmt::Display for DeviceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DeviceError {}
+
+impl std::str::FromStr for Device {
+    type Err = DeviceError;
+
+    /// Parses `cpu`, `cuda` (device 0) or `cuda:N`.
+    fn from_str(s: &str) -> Result<Self, DeviceError> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| {
+                    DeviceError(format!(
+                        "unknown device {s:?}: expected cpu, cuda or cuda:N"
+                    ))
+                }),
+        }
+    }
+}
+
+impl Device {
+    /// Checks that the device can be used here, opening it (and compiling the kernels) on first
+    /// use. `Cpu` always can; `Cuda(n)` fails with "no CUDA driver found", "no CUDA device", or
+    /// "built without the `cuda` feature".
+    pub fn open(self) -> Result<(), DeviceError> {
+        match self {
+            Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => deq_cuda::Gpu::open(n)
+                .map(|_| ())
+                .map_err(|e| DeviceError(e.to_string())),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(DeviceError(
+                "this build of deq has no CUDA support (built without the `cuda` feature)".into(),
+            )),
+        }
+    }
+
+    /// A one-line description: "cpu", or "cuda:0 (NVIDIA H200, compute 9.0)".
+    pub fn describe(self) -> String {
+        match self {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => match deq_cuda::Gpu::open(n) {
+                Ok(g) => {
+                    let (major, minor) = g.compute_capability();
+                    format!("cuda:{n} ({}, compute {major}.{minor})", g.name())
+                }
+                Err(e) => format!("cuda:{n} (unavailable: {e})"),
+            },
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The element types a device buffer can hold: with the `cuda` feature, the types the kernels
+/// are instantiated for; without it, any type.
+#[cfg(feature = "cuda")]
+pub trait DeviceScalar: deq_cuda::GpuFloat {}
+#[cfg(feature = "cuda")]
+impl<T: deq_cuda::GpuFloat> DeviceScalar for T {}
+
+/// The element types a device buffer can hold (no device backends in this build).
+#[cfg(not(feature = "cuda"))]
+pub trait DeviceScalar {}
+#[cfg(not(feature = "cuda"))]
+impl<T> DeviceScalar for T {}
 
 /// The buffer behind a tensor.
 #[derive(Clone)]
 pub(crate) enum Storage<T: Float> {
     /// A host vector.
     Cpu(Vec<T>),
+    /// A device buffer.
+    #[cfg(feature = "cuda")]
+    Cuda(deq_cuda::GpuBuffer<T>),
 }
 
 impl<T: Float> Storage<T> {
     pub(crate) fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => Device::Cuda(b.gpu().ordinal()),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(v) => v.len(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => b.len(),
         }
     }
 
     pub(crate) fn as_slice(&self) -> &[T] {
         match self {
             Storage::Cpu(v) => v,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => on_device_panic("data", b.gpu().ordinal()),
         }
     }
 
     pub(crate) fn as_mut_slice(&mut self) -> &mut [T] {
         match self {
             Storage::Cpu(v) => v,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => on_device_panic("data_mut", b.gpu().ordinal()),
         }
     }
 
     pub(crate) fn into_vec(self) -> Vec<T> {
         match self {
             Storage::Cpu(v) => v,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => b.to_vec(),
         }
     }
+
+    pub(crate) fn to_vec(&self) -> Vec<T> {
+        match self {
+            Storage::Cpu(v) => v.clone(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(b) => b.to_vec(),
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn on_device_panic(what: &str, n: usize) -> ! {
+    panic!(
+        "Tensor::{what}: the values live on cuda:{n}; host slices exist only for cpu tensors \
+         (use to_vec() or to_device(Device::Cpu))"
+    )
+}
+
+/// The device all `operands` of `op` live on; panics (naming the op and the devices) when they
+/// differ, like a shape mismatch.
+pub(crate) fn common_device<T: Float>(op: &str, operands: &[&crate::Tensor<T>]) -> Device {
+    let first = operands.first().map_or(Device::Cpu, |t| t.device());
+    for t in operands {
+        assert_eq!(
+            t.device(),
+            first,
+            "{op}: operands on {first} and {} (move them to one device with to_device)",
+            t.device()
+        );
+    }
+    first
+}
+
+/// The device buffer of a tensor that an op has established to be on a CUDA device.
+#[cfg(feature = "cuda")]
+pub(crate) fn buf<'a, T: Float>(op: &str, t: &'a crate::Tensor<T>) -> &'a deq_cuda::GpuBuffer<T> {
+    t.gpu()
+        .unwrap_or_else(|| panic!("{op}: expected a cuda tensor, got one on {}", t.device()))
 }

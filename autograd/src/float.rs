@@ -29,6 +29,7 @@ impl Display for DType {
 /// bound lets matrix products go straight to faer's kernels.
 pub trait Float:
     faer::traits::RealField
+    + crate::device::DeviceScalar
     + Copy
     + Send
     + Sync

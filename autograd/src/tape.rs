@@ -11,6 +11,7 @@
 //! replaces its contents, later writes accumulate, and steady-state calls allocate only the
 //! returned tensors (none with [`Tape::vjp_with`]).
 
+use crate::device::Device;
 use crate::float::Float;
 use crate::kernels;
 use crate::tensor::{Shape, Tensor};
@@ -31,6 +32,20 @@ pub trait Backward<T: Float> {
     fn name(&self) -> &'static str;
     /// Writes or accumulates `gᵀ·∂out/∂input_k` into `dst`.
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool);
+
+    /// [`Backward::vjp`] on device buffers, for ops recorded on CUDA tensors. Ops without a
+    /// device rule panic with their name (every op of this crate has one).
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        let _ = (k, g, dst, acc);
+        panic!("{}: this op has no CUDA backward rule", self.name())
+    }
 }
 
 /// The backward rule of a custom op: given `∂L/∂out` and which inputs need a gradient, the
@@ -48,6 +63,7 @@ pub(crate) struct Node<T: Float> {
     /// Tape index of each input, `None` for constants.
     inputs: SmallVec<[Option<u32>; 3]>,
     shape: Shape,
+    device: Device,
 }
 
 /// One step of a plan: run the backward rule of `node` for the input positions listed.
@@ -61,9 +77,77 @@ struct Plan {
     steps: Vec<Step>,
 }
 
+/// One node's gradient buffer, on the node's device.
+enum GradBuf<T: Float> {
+    Cpu(Vec<T>),
+    #[cfg(feature = "cuda")]
+    Cuda(deq_cuda::GpuBuffer<T>),
+}
+
+impl<T: Float> Default for GradBuf<T> {
+    fn default() -> Self {
+        GradBuf::Cpu(Vec::new())
+    }
+}
+
+impl<T: Float> GradBuf<T> {
+    /// Makes the buffer hold `numel` values on `device` (contents unspecified when resized).
+    fn ensure(&mut self, numel: usize, device: Device) {
+        match (device, &mut *self) {
+            (Device::Cpu, GradBuf::Cpu(v)) => {
+                if v.len() != numel {
+                    v.resize(numel, T::ZERO);
+                }
+            }
+            (Device::Cpu, _) => *self = GradBuf::Cpu(vec![T::ZERO; numel]),
+            #[cfg(feature = "cuda")]
+            (Device::Cuda(n), GradBuf::Cuda(b)) if b.len() == numel && b.gpu().ordinal() == n => {}
+            #[cfg(feature = "cuda")]
+            (Device::Cuda(n), _) => {
+                let gpu = deq_cuda::Gpu::open(n).expect("tape: a recorded device is open");
+                *self = GradBuf::Cuda(gpu.alloc(numel));
+            }
+            #[cfg(not(feature = "cuda"))]
+            (Device::Cuda(_), _) => unreachable!("no cuda tensors without the cuda feature"),
+        }
+    }
+
+    /// Writes (`acc == false`) or adds a tensor's values.
+    fn write(&mut self, t: &Tensor<T>, acc: bool) {
+        match self {
+            GradBuf::Cpu(v) => kernels::write(v, t.data(), acc),
+            #[cfg(feature = "cuda")]
+            GradBuf::Cuda(b) => {
+                let src = t.gpu().expect("tape: gradient on the node's device");
+                deq_cuda::ops::elementwise::scale_into(src, 1.0, b, acc);
+            }
+        }
+    }
+
+    /// The values as a tensor of `shape` (a copy).
+    fn to_tensor(&self, shape: &[usize]) -> Tensor<T> {
+        match self {
+            GradBuf::Cpu(v) => Tensor::from_vec(v.clone(), shape),
+            #[cfg(feature = "cuda")]
+            GradBuf::Cuda(b) => Tensor::from_gpu(b.clone(), shape),
+        }
+    }
+
+    fn host_slice(&self) -> &[T] {
+        match self {
+            GradBuf::Cpu(v) => v,
+            #[cfg(feature = "cuda")]
+            GradBuf::Cuda(b) => panic!(
+                "vjp_with: the gradient lives on cuda:{}; use Tape::vjp for device tensors",
+                b.gpu().ordinal()
+            ),
+        }
+    }
+}
+
 #[derive(Default)]
-struct Workspace<T> {
-    grads: Vec<Vec<T>>,
+struct Workspace<T: Float> {
+    grads: Vec<GradBuf<T>>,
     written: Vec<bool>,
 }
 
@@ -102,7 +186,7 @@ impl<T: Float> Tape<T> {
 
     /// A differentiable input: a variable recorded on this tape with no inputs of its own.
     pub fn leaf(&self, value: Tensor<T>) -> Var<T> {
-        let id = self.push(NodeOp::Leaf, SmallVec::new(), value.shape());
+        let id = self.push(NodeOp::Leaf, SmallVec::new(), value.shape(), value.device());
         Var::on_tape(value, self.clone(), id)
     }
 
@@ -132,6 +216,7 @@ impl<T: Float> Tape<T> {
         op: NodeOp<T>,
         inputs: SmallVec<[Option<u32>; 3]>,
         shape: &[usize],
+        device: Device,
     ) -> u32 {
         let mut inner = self.inner.borrow_mut();
         let id = inner.nodes.len();
@@ -140,6 +225,7 @@ impl<T: Float> Tape<T> {
             op,
             inputs,
             shape: Shape::from_slice(shape),
+            device,
         });
         id as u32
     }
@@ -157,11 +243,11 @@ impl<T: Float> Tape<T> {
         wrt: &[&Var<T>],
     ) -> Vec<Tensor<T>> {
         let mut result: Vec<Option<Tensor<T>>> = vec![None; wrt.len()];
-        self.vjp_with(outputs, cotangents, wrt, |j, grad| {
+        self.vjp_buffers(outputs, cotangents, wrt, |j, grad| {
             let shape = wrt[j].shape();
             result[j] = Some(match grad {
-                Some(g) => Tensor::from_vec(g.to_vec(), shape),
-                None => Tensor::zeros(shape),
+                Some(g) => g.to_tensor(shape),
+                None => Tensor::zeros_on(shape, wrt[j].value().device()),
             });
         });
         result.into_iter().map(|t| t.expect("vjp result")).collect()
@@ -176,6 +262,18 @@ impl<T: Float> Tape<T> {
         cotangents: &[&Tensor<T>],
         wrt: &[&Var<T>],
         mut sink: impl FnMut(usize, Option<&[T]>),
+    ) {
+        self.vjp_buffers(outputs, cotangents, wrt, |j, g| {
+            sink(j, g.map(GradBuf::host_slice))
+        });
+    }
+
+    fn vjp_buffers(
+        &self,
+        outputs: &[&Var<T>],
+        cotangents: &[&Tensor<T>],
+        wrt: &[&Var<T>],
+        mut sink: impl FnMut(usize, Option<&GradBuf<T>>),
     ) {
         assert_eq!(
             outputs.len(),
@@ -200,15 +298,24 @@ impl<T: Float> Tape<T> {
         let plan = plan_for(inner, &out_ids, &wrt_ids);
         let TapeInner { nodes, ws, .. } = inner;
         if ws.grads.len() < nodes.len() {
-            ws.grads.resize_with(nodes.len(), Vec::new);
+            ws.grads.resize_with(nodes.len(), GradBuf::default);
             ws.written.resize(nodes.len(), false);
         }
         ws.written.iter_mut().for_each(|w| *w = false);
         for (&id, c) in out_ids.iter().zip(cotangents) {
             let i = id as usize;
+            assert_eq!(
+                c.device(),
+                nodes[i].device,
+                "vjp: cotangent on {} for an output on {}",
+                c.device(),
+                nodes[i].device
+            );
             let buf = &mut ws.grads[i];
-            buf.resize(c.numel(), T::ZERO);
-            kernels::write(buf, c.data(), ws.written[i]);
+            if !ws.written[i] {
+                buf.ensure(c.numel(), nodes[i].device);
+            }
+            buf.write(c, ws.written[i]);
             ws.written[i] = true;
         }
         for step in &plan.steps {
@@ -249,10 +356,23 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
                 let p = node.inputs[k as usize].expect("planned input is recorded") as usize;
                 let dst = &mut lower[p];
                 let numel: usize = nodes[p].shape.iter().product();
-                if dst.len() != numel {
-                    dst.resize(numel, T::ZERO);
+                dst.ensure(numel, node.device);
+                match (g, dst) {
+                    (GradBuf::Cpu(g), GradBuf::Cpu(dst)) => {
+                        op.vjp(k as usize, g, dst, ws.written[p])
+                    }
+                    #[cfg(feature = "cuda")]
+                    (GradBuf::Cuda(g), GradBuf::Cuda(dst)) => {
+                        op.vjp_gpu(k as usize, g, dst, ws.written[p])
+                    }
+                    #[cfg(feature = "cuda")]
+                    _ => panic!(
+                        "{}: input on {} but the op ran on {}",
+                        op.name(),
+                        nodes[p].device,
+                        node.device
+                    ),
                 }
-                op.vjp(k as usize, g, dst, ws.written[p]);
                 ws.written[p] = true;
             }
         }
@@ -261,7 +381,7 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
             for &k in &step.positions {
                 needs[k as usize] = true;
             }
-            let g_t = Tensor::from_vec(g.clone(), &node.shape);
+            let g_t = g.to_tensor(&node.shape);
             let grads = f(&g_t, &needs);
             for &k in &step.positions {
                 let p = node.inputs[k as usize].expect("planned input is recorded") as usize;
@@ -274,10 +394,8 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
                         grad.numel()
                     );
                     let dst = &mut lower[p];
-                    if dst.len() != numel {
-                        dst.resize(numel, T::ZERO);
-                    }
-                    kernels::write(dst, grad.data(), ws.written[p]);
+                    dst.ensure(numel, nodes[p].device);
+                    dst.write(grad, ws.written[p]);
                     ws.written[p] = true;
                 }
             }

@@ -92,7 +92,7 @@ impl<T: Float> Tensor<T> {
 
     /// Number of elements.
     pub fn numel(&self) -> usize {
-        self.data().len()
+        self.storage.len()
     }
 
     /// Size of dimension `axis`.
@@ -115,17 +115,79 @@ impl<T: Float> Tensor<T> {
         Arc::make_mut(&mut self.storage).as_mut_slice()
     }
 
-    /// The values as an owned vector (copies only when shared).
+    /// The values as an owned host vector (copies only when shared or on a device).
     pub fn into_vec(self) -> Vec<T> {
         match Arc::try_unwrap(self.storage) {
             Ok(storage) => storage.into_vec(),
-            Err(shared) => shared.as_slice().to_vec(),
+            Err(shared) => shared.to_vec(),
         }
     }
 
-    /// The values as a new vector.
+    /// The values as a new host vector (downloaded from a device, waiting for queued work).
     pub fn to_vec(&self) -> Vec<T> {
-        self.data().to_vec()
+        self.storage.to_vec()
+    }
+
+    /// The same values on `device` (shares the storage when already there). Errors when the
+    /// device cannot be opened: no driver, no device, or a build without CUDA.
+    pub fn to_device(&self, device: Device) -> Result<Self, crate::device::DeviceError> {
+        if device == self.device() {
+            return Ok(self.clone());
+        }
+        match device {
+            Device::Cpu => Ok(Tensor::from_vec(self.to_vec(), self.shape())),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => {
+                let gpu = deq_cuda::Gpu::open(n)
+                    .map_err(|e| crate::device::DeviceError(e.to_string()))?;
+                let host = self.to_vec();
+                Ok(Tensor::from_gpu(gpu.upload(&host), self.shape()))
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => device.open().map(|_| unreachable!()),
+        }
+    }
+
+    /// Wraps a device buffer with the given shape. Panics if the lengths disagree.
+    #[cfg(feature = "cuda")]
+    pub fn from_gpu(buf: deq_cuda::GpuBuffer<T>, shape: &[usize]) -> Self {
+        let numel: usize = shape.iter().product();
+        assert_eq!(
+            buf.len(),
+            numel,
+            "Tensor::from_gpu: {} values for shape {:?} (needs {})",
+            buf.len(),
+            shape,
+            numel
+        );
+        Tensor {
+            shape: shape_of(shape),
+            storage: Arc::new(Storage::Cuda(buf)),
+        }
+    }
+
+    /// The device buffer, when the values live on a CUDA device.
+    #[cfg(feature = "cuda")]
+    pub fn gpu(&self) -> Option<&deq_cuda::GpuBuffer<T>> {
+        match &*self.storage {
+            Storage::Cuda(b) => Some(b),
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// Zeros of `shape` on `device` (which must already be open).
+    pub fn zeros_on(shape: &[usize], device: Device) -> Self {
+        match device {
+            Device::Cpu => Self::zeros(shape),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => {
+                let gpu = deq_cuda::Gpu::open(n)
+                    .unwrap_or_else(|e| panic!("Tensor::zeros_on(cuda:{n}): {e}"));
+                Tensor::from_gpu(gpu.zeros(shape.iter().product()), shape)
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(n) => panic!("Tensor::zeros_on(cuda:{n}): built without CUDA"),
+        }
     }
 
     /// The single value of a one-element tensor.
@@ -137,7 +199,7 @@ impl<T: Float> Tensor<T> {
             self.shape,
             self.numel()
         );
-        self.data()[0]
+        self.to_vec()[0]
     }
 
     /// Same storage, new shape with the same number of elements.
@@ -158,13 +220,15 @@ impl<T: Float> Tensor<T> {
 
     /// Converts to another float type.
     pub fn cast<U: Float>(&self) -> Tensor<U> {
-        Tensor::from_vec(
-            self.data()
+        let host = Tensor::from_vec(
+            self.to_vec()
                 .iter()
                 .map(|&v| U::from_f64(v.to_f64()))
                 .collect(),
             self.shape(),
-        )
+        );
+        host.to_device(self.device())
+            .expect("cast: the source device is open")
     }
 
     /// Applies `f` to every value, giving a new tensor.
@@ -174,12 +238,12 @@ impl<T: Float> Tensor<T> {
 
     /// True when every value is finite.
     pub fn all_finite(&self) -> bool {
-        self.data().iter().all(|v| v.is_finite())
+        self.host_values().iter().all(|v| v.is_finite())
     }
 
     /// Euclidean norm of all values (accumulated in f64).
     pub fn norm(&self) -> f64 {
-        self.data()
+        self.host_values()
             .iter()
             .map(|v| v.to_f64() * v.to_f64())
             .sum::<f64>()
@@ -195,11 +259,19 @@ impl<T: Float> Tensor<T> {
             self.shape(),
             other.shape()
         );
-        self.data()
+        self.host_values()
             .iter()
-            .zip(other.data())
+            .zip(other.host_values().iter())
             .map(|(a, b)| a.to_f64() * b.to_f64())
             .sum()
+    }
+
+    /// The values on the host: borrowed for cpu tensors, downloaded for device ones.
+    fn host_values(&self) -> std::borrow::Cow<'_, [T]> {
+        match self.device() {
+            Device::Cpu => std::borrow::Cow::Borrowed(self.data()),
+            _ => std::borrow::Cow::Owned(self.to_vec()),
+        }
     }
 
     /// True when both tensors share the same storage allocation.
@@ -210,10 +282,14 @@ impl<T: Float> Tensor<T> {
 
 impl<T: Float> fmt::Debug for Tensor<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: Vec<T> = self.data().iter().take(8).copied().collect();
+        let shown: Vec<T> = self.host_values().iter().take(8).copied().collect();
+        let device = match self.device() {
+            Device::Cpu => String::new(),
+            d => format!(" on {d}"),
+        };
         write!(
             f,
-            "Tensor<{}>{:?} {:?}{}",
+            "Tensor<{}>{:?}{device} {:?}{}",
             T::DTYPE,
             self.shape(),
             shown,
@@ -224,6 +300,6 @@ impl<T: Float> fmt::Debug for Tensor<T> {
 
 impl<T: Float> PartialEq for Tensor<T> {
     fn eq(&self, other: &Self) -> bool {
-        self.shape() == other.shape() && self.data() == other.data()
+        self.shape() == other.shape() && self.host_values() == other.host_values()
     }
 }

@@ -182,7 +182,12 @@ pub fn record<T: Float, B: Backward<T> + 'static>(
         None => Var::constant(value),
         Some(tape) => {
             let ids = input_ids(tape, inputs);
-            let id = tape.push(NodeOp::Builtin(Box::new(backward())), ids, value.shape());
+            let id = tape.push(
+                NodeOp::Builtin(Box::new(backward())),
+                ids,
+                value.shape(),
+                value.device(),
+            );
             Var::on_tape(value, tape.clone(), id)
         }
     }
@@ -200,7 +205,7 @@ pub fn custom_op<T: Float>(value: Tensor<T>, inputs: &[&Var<T>], vjp: CustomVjp<
         None => Var::constant(value),
         Some(tape) => {
             let ids = input_ids(tape, inputs);
-            let id = tape.push(NodeOp::Custom(vjp), ids, value.shape());
+            let id = tape.push(NodeOp::Custom(vjp), ids, value.shape(), value.device());
             Var::on_tape(value, tape.clone(), id)
         }
     }

@@ -1,5 +1,7 @@
 //! Element-wise functions of one tensor and their derivatives.
 
+#[cfg(feature = "cuda")]
+use crate::device::buf;
 use crate::float::Float;
 use crate::kernels;
 use crate::tape::Backward;
@@ -53,6 +55,22 @@ impl Kind {
             }
             Kind::Sqrt => x.sqrt(),
             Kind::Powi(n) => x.powi(n),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn gpu(self) -> deq_cuda::ops::elementwise::UnaryKind {
+        use deq_cuda::ops::elementwise::UnaryKind as G;
+        match self {
+            Kind::Neg => G::Neg,
+            Kind::Exp => G::Exp,
+            Kind::Log => G::Log,
+            Kind::Tanh => G::Tanh,
+            Kind::Sigmoid => G::Sigmoid,
+            Kind::Relu => G::Relu,
+            Kind::Gelu => G::Gelu,
+            Kind::Sqrt => G::Sqrt,
+            Kind::Powi(n) => G::Powi(n),
         }
     }
 
@@ -126,10 +144,29 @@ impl<T: Float> Backward<T> for UnaryBackward<T> {
             Kind::Powi(n) => go!(Kind::Powi(n)),
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        let (x, y) = (buf("unary", &self.x), buf("unary", &self.y));
+        deq_cuda::ops::elementwise::unary_backward(self.kind.gpu(), g, x, y, dst, acc);
+    }
 }
 
 fn unary<T: Float>(kind: Kind, a: &Var<T>) -> Var<T> {
     let v = a.value();
+    #[cfg(feature = "cuda")]
+    if let Some(x) = v.gpu() {
+        let y = deq_cuda::ops::elementwise::unary(kind.gpu(), x);
+        let value = Tensor::from_gpu(y, v.shape());
+        let (x, y) = (v.clone(), value.clone());
+        return record(value, &[a], move || UnaryBackward { kind, x, y });
+    }
     let value = match kind {
         Kind::Neg => v.map(|x| Kind::Neg.apply(x)),
         Kind::Exp => v.map(|x| Kind::Exp.apply(x)),

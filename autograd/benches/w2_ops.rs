@@ -1,0 +1,237 @@
+//! The hot ops of the W2 / W3 workloads (`../shared/BENCH.md`), one at a time, in f32, at the
+//! exact shapes `deq bench` runs them: batch 8 × sequence 128 = 1024 rows, width 256, 4 heads of
+//! 64, FFN 1024, and W3's `[1024, 10000]` logits.
+//!
+//! Why: `deq bench` times whole solves; when a W2 / W3 figure moves, these say which op moved.
+//! Each op is measured as
+//! - `fwd`: the forward with recording off (`no_grad`), what every solver iteration pays;
+//! - `vjp_*`: one VJP replayed on a single recording (the cached pruned plan and gradient
+//!   buffers, results borrowed through `Tape::vjp_with`, nothing copied out), what every
+//!   adjoint-solve iteration pays. `vjp_x` is the input-only VJP of the z-only adjoint solve
+//!   (weight-gradient products skipped); `vjp_full` adds the weight and bias gradients, as
+//!   the one final parameter VJP does.
+//! - `fwd_vjp` (cross-entropy only): record the forward on a fresh tape and take the VJP, since
+//!   the fused op does its backward's work during the recorded forward.
+//!
+//! Throughput: for the matrix products it is counted in floating-point operations (`2·m·n·k`
+//! per product), so criterion's `Gelem/s` reads as GFLOP/s; for the element-wise ops it is
+//! the number of tensor elements.
+//!
+//! `cargo bench -p deq-autograd --bench w2_ops` (under a minute; set `RAYON_NUM_THREADS=2` to
+//! match `deq bench`'s default).
+
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
+};
+use deq_autograd::{no_grad, Mask, Rng, Tape, Tensor, Var};
+use std::hint::black_box;
+use std::time::Duration;
+
+/// Batch, sequence, width, heads, head width, FFN width and vocabulary of W2 / W3.
+const B: usize = 8;
+const T: usize = 128;
+const D: usize = 256;
+const H: usize = 4;
+const DH: usize = D / H;
+const FF: usize = 1024;
+const VOCAB: usize = 10000;
+
+/// Short runs: the whole file takes well under a minute on 2 cores.
+fn group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500));
+    g
+}
+
+/// One replayed VJP of `y` with respect to `wrt`; the gradients are only looked at.
+fn replay(tape: &Tape<f32>, y: &Var<f32>, cot: &Tensor<f32>, wrt: &[&Var<f32>]) {
+    tape.vjp_with(&[y], &[cot], wrt, |_, g| {
+        black_box(g);
+    });
+}
+
+/// The four linear layers of the block on `[8, 128, in]` with bias, as `Var::linear` runs them
+/// (`x·Wᵀ + b`, `W` in PyTorch's `[out, in]` layout).
+fn linears(c: &mut Criterion) {
+    let mut g = group(c, "w2_linear_f32");
+    let shapes = [
+        ("qkv_256x768", D, 3 * D),
+        ("out_256x256", D, D),
+        ("ffn1_256x1024", D, FF),
+        ("ffn2_1024x256", FF, D),
+    ];
+    for (name, inp, out) in shapes {
+        let mut rng = Rng::new(1);
+        let bound = 1.0 / (inp as f64).sqrt();
+        let x = Tensor::<f32>::randn(&[B, T, inp], 1.0, &mut rng);
+        let w = Tensor::<f32>::rand_uniform(&[out, inp], -bound, bound, &mut rng);
+        let b = Tensor::<f32>::rand_uniform(&[out], -bound, bound, &mut rng);
+        let cot = Tensor::<f32>::randn(&[B, T, out], 1.0, &mut rng);
+        let flop = (2 * B * T * inp * out) as u64;
+
+        let (xc, wc, bc) = (
+            Var::constant(x.clone()),
+            Var::constant(w.clone()),
+            Var::constant(b.clone()),
+        );
+        g.throughput(Throughput::Elements(flop));
+        g.bench_function(format!("{name}/fwd"), |bench| {
+            bench.iter(|| no_grad(|| black_box(xc.linear(&wc, Some(&bc)))))
+        });
+
+        let tape = Tape::new();
+        let (xv, wv, bv) = (tape.leaf(x), tape.leaf(w), tape.leaf(b));
+        let y = xv.linear(&wv, Some(&bv));
+        g.bench_function(format!("{name}/vjp_x"), |bench| {
+            bench.iter(|| replay(&tape, &y, &cot, &[&xv]))
+        });
+        g.throughput(Throughput::Elements(2 * flop));
+        g.bench_function(format!("{name}/vjp_full"), |bench| {
+            bench.iter(|| replay(&tape, &y, &cot, &[&xv, &wv, &bv]))
+        });
+    }
+    g.finish();
+}
+
+/// The two batched products of attention, 32 = 8 × 4 heads: scores `Q·Kᵀ`
+/// (`[8, 4, 128, 64] · [8, 4, 128, 64]ᵀ`, `K` read transposed in place) and the weighted
+/// values `A·V` (`[8, 4, 128, 128] · [8, 4, 128, 64]`). Both operands depend on `z`, so the
+/// VJP always takes both.
+fn attention(c: &mut Criterion) {
+    let mut g = group(c, "w2_attention_matmul_f32");
+    let mut rng = Rng::new(2);
+    let q = Tensor::<f32>::randn(&[B, H, T, DH], 1.0, &mut rng);
+    let k = Tensor::<f32>::randn(&[B, H, T, DH], 1.0, &mut rng);
+    let a = Tensor::<f32>::randn(&[B, H, T, T], 1.0, &mut rng);
+    let v = Tensor::<f32>::randn(&[B, H, T, DH], 1.0, &mut rng);
+    let flop = (2 * B * H * T * T * DH) as u64;
+    let cases = [
+        ("scores_qkT", &q, &k, true, [B, H, T, T]),
+        ("values_av", &a, &v, false, [B, H, T, DH]),
+    ];
+    for (name, l, r, tb, out_shape) in cases {
+        let (lc, rc) = (Var::constant(l.clone()), Var::constant(r.clone()));
+        g.throughput(Throughput::Elements(flop));
+        g.bench_function(format!("{name}/fwd"), |bench| {
+            bench.iter(|| no_grad(|| black_box(lc.matmul_t(&rc, false, tb))))
+        });
+        let tape = Tape::new();
+        let (lv, rv) = (tape.leaf(l.clone()), tape.leaf(r.clone()));
+        let y = lv.matmul_t(&rv, false, tb);
+        let cot = Tensor::<f32>::randn(&out_shape, 1.0, &mut rng);
+        g.throughput(Throughput::Elements(2 * flop));
+        g.bench_function(format!("{name}/vjp"), |bench| {
+            bench.iter(|| replay(&tape, &y, &cot, &[&lv, &rv]))
+        });
+    }
+    g.finish();
+}
+
+/// The block's causal softmax over the scores `[8, 4, 128, 128]`: `masked_fill` with the causal
+/// mask then `softmax`, exactly as the block applies them (the `1/8` scaling before is not
+/// included); `fwd_softmax_only` leaves the mask out, to tell the two passes apart.
+fn masked_softmax(c: &mut Criterion) {
+    let mut g = group(c, "w2_causal_softmax_f32");
+    let mut rng = Rng::new(3);
+    let s = Tensor::<f32>::randn(&[B, H, T, T], 1.0, &mut rng);
+    let cot = Tensor::<f32>::randn(&[B, H, T, T], 1.0, &mut rng);
+    let mask = Mask::causal(T);
+    g.throughput(Throughput::Elements((B * H * T * T) as u64));
+    let sc = Var::constant(s.clone());
+    g.bench_function("fwd", |bench| {
+        bench.iter(|| no_grad(|| black_box(sc.masked_fill(&mask, f64::NEG_INFINITY).softmax())))
+    });
+    g.bench_function("fwd_softmax_only", |bench| {
+        bench.iter(|| no_grad(|| black_box(sc.softmax())))
+    });
+    let tape = Tape::new();
+    let sv = tape.leaf(s);
+    let y = sv.masked_fill(&mask, f64::NEG_INFINITY).softmax();
+    g.bench_function("vjp", |bench| {
+        bench.iter(|| replay(&tape, &y, &cot, &[&sv]))
+    });
+    g.finish();
+}
+
+/// The block's affine layer norm over `[8, 128, 256]` (eps 1e-5).
+fn layer_norm(c: &mut Criterion) {
+    let mut g = group(c, "w2_layer_norm_f32");
+    let mut rng = Rng::new(4);
+    let x = Tensor::<f32>::randn(&[B, T, D], 1.0, &mut rng);
+    let gamma = Tensor::<f32>::rand_uniform(&[D], 0.5, 1.5, &mut rng);
+    let beta = Tensor::<f32>::randn(&[D], 0.1, &mut rng);
+    let cot = Tensor::<f32>::randn(&[B, T, D], 1.0, &mut rng);
+    g.throughput(Throughput::Elements((B * T * D) as u64));
+    let (xc, gc, bc) = (
+        Var::constant(x.clone()),
+        Var::constant(gamma.clone()),
+        Var::constant(beta.clone()),
+    );
+    g.bench_function("fwd", |bench| {
+        bench.iter(|| no_grad(|| black_box(xc.layer_norm_affine(&gc, &bc, 1e-5))))
+    });
+    let tape = Tape::new();
+    let (xv, gv, bv) = (tape.leaf(x), tape.leaf(gamma), tape.leaf(beta));
+    let y = xv.layer_norm_affine(&gv, &bv, 1e-5);
+    g.bench_function("vjp_x", |bench| {
+        bench.iter(|| replay(&tape, &y, &cot, &[&xv]))
+    });
+    g.bench_function("vjp_full", |bench| {
+        bench.iter(|| replay(&tape, &y, &cot, &[&xv, &gv, &bv]))
+    });
+    g.finish();
+}
+
+/// W3's fused mean cross-entropy over `[1024, 10000]` logits, Zipf-distributed targets as W3's
+/// synthetic tokens.
+fn cross_entropy(c: &mut Criterion) {
+    let mut g = group(c, "w3_cross_entropy_f32");
+    // Tens of milliseconds a call: one call per sample.
+    g.sampling_mode(SamplingMode::Flat);
+    let mut rng = Rng::new(5);
+    let logits = Tensor::<f32>::randn(&[B * T, VOCAB], 1.0, &mut rng);
+    // p(i) ∝ 1/(i+1) by inversion of the cumulative sums.
+    let cdf: Vec<f64> = (0..VOCAB)
+        .scan(0.0, |s, i| {
+            *s += 1.0 / (i + 1) as f64;
+            Some(*s)
+        })
+        .collect();
+    let total = cdf[VOCAB - 1];
+    let targets: Vec<usize> = (0..B * T)
+        .map(|_| {
+            let u = rng.uniform() * total;
+            cdf.partition_point(|&c| c < u).min(VOCAB - 1)
+        })
+        .collect();
+    g.throughput(Throughput::Elements((B * T * VOCAB) as u64));
+    let lc = Var::constant(logits.clone());
+    g.bench_function("fwd", |bench| {
+        bench.iter(|| no_grad(|| black_box(lc.cross_entropy(&targets))))
+    });
+    let one = Tensor::scalar(1.0f32);
+    g.bench_function("fwd_vjp", |bench| {
+        bench.iter(|| {
+            let tape = Tape::new();
+            let lv = tape.leaf(logits.clone());
+            let loss = lv.cross_entropy(&targets);
+            replay(&tape, &loss, &one, &[&lv]);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    linears,
+    attention,
+    masked_softmax,
+    layer_norm,
+    cross_entropy
+);
+criterion_main!(benches);

@@ -1,0 +1,1 @@
+// broadcast kernels: not written yet.

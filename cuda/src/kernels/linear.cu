@@ -1,0 +1,1 @@
+// linear kernels: not written yet.

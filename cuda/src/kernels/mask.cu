@@ -1,0 +1,1 @@
+// mask kernels: not written yet.

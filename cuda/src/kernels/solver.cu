@@ -1,0 +1,1 @@
+// solver kernels: not written yet.

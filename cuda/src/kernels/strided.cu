@@ -1,0 +1,1 @@
+// strided kernels: not written yet.

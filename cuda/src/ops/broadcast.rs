@@ -1,0 +1,1 @@
+//! Binary element-wise ops with broadcasting, and their VJPs reduced over broadcast axes.

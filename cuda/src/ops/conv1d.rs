@@ -1,0 +1,1 @@
+//! Causal 1-D convolution and its VJPs.

@@ -1,0 +1,1 @@
+//! Fused mean cross-entropy over rows of logits, with the gradient formed in the same pass.

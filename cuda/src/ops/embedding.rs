@@ -1,0 +1,1 @@
+//! Embedding gather and its scatter-add VJP.

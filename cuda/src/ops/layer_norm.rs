@@ -1,0 +1,1 @@
+//! Layer normalisation over the last axis (optionally affine), and its VJPs.

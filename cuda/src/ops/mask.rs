@@ -1,0 +1,1 @@
+//! Masked fill and dropout with a given mask, and their VJPs.

@@ -1,0 +1,1 @@
+//! Optimiser updates (Adam/AdamW) and gradient norms.

@@ -1,0 +1,1 @@
+//! Sums, means and maxima over an axis, and their VJPs.

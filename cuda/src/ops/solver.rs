@@ -1,0 +1,1 @@
+//! Per-sample reductions and updates for the fixed-point solvers.

@@ -1,0 +1,1 @@
+//! Strided copies: permute, narrow, concat, pad and their VJPs.
