@@ -175,6 +175,21 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// The device buffer, moved out when this tensor is its only owner, copied otherwise.
+    /// Panics for a cpu tensor.
+    #[cfg(feature = "cuda")]
+    pub fn into_gpu(self) -> deq_cuda::GpuBuffer<T> {
+        let device = self.device();
+        match Arc::try_unwrap(self.storage) {
+            Ok(Storage::Cuda(b)) => b,
+            Ok(Storage::Cpu(_)) => panic!("Tensor::into_gpu: the tensor is on {device}"),
+            Err(shared) => match &*shared {
+                Storage::Cuda(b) => b.clone(),
+                Storage::Cpu(_) => panic!("Tensor::into_gpu: the tensor is on {device}"),
+            },
+        }
+    }
+
     /// Zeros of `shape` on `device` (which must already be open).
     pub fn zeros_on(shape: &[usize], device: Device) -> Self {
         match device {
@@ -267,7 +282,7 @@ impl<T: Float> Tensor<T> {
     }
 
     /// The values on the host: borrowed for cpu tensors, downloaded for device ones.
-    fn host_values(&self) -> std::borrow::Cow<'_, [T]> {
+    pub fn host_values(&self) -> std::borrow::Cow<'_, [T]> {
         match self.device() {
             Device::Cpu => std::borrow::Cow::Borrowed(self.data()),
             _ => std::borrow::Cow::Owned(self.to_vec()),

@@ -132,6 +132,27 @@ impl<T: Element> GpuBuffer<T> {
     }
 }
 
+impl<T: Element> GpuBuffer<T> {
+    /// The same block viewed as another element type of the same size (f32 bits as `T = f32`
+    /// when generic code knows the dtype only at run time). Panics if the sizes differ.
+    pub(crate) fn retype<U: Element>(self) -> GpuBuffer<U> {
+        assert_eq!(
+            std::mem::size_of::<T>(),
+            std::mem::size_of::<U>(),
+            "GpuBuffer::retype: element sizes differ"
+        );
+        let me = std::mem::ManuallyDrop::new(self);
+        GpuBuffer {
+            ptr: me.ptr,
+            len: me.len,
+            block: me.block,
+            // SAFETY: `me` is never dropped, so its `gpu` handle moves out exactly once.
+            gpu: unsafe { std::ptr::read(&me.gpu) },
+            _values: PhantomData,
+        }
+    }
+}
+
 impl<T: Element> Clone for GpuBuffer<T> {
     fn clone(&self) -> Self {
         let mut out = GpuBuffer::uninit(&self.gpu, self.len);

@@ -200,7 +200,7 @@ fn encode(ck: &Checkpoint, path: &Path) -> Result<Vec<u8>> {
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
     for (_, t) in &ck.tensors {
-        for v in t.data() {
+        for v in t.host_values().iter() {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }

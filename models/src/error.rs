@@ -42,6 +42,12 @@ pub enum DeqError {
         /// What is wrong.
         message: String,
     },
+    /// The requested compute device cannot be used (no CUDA driver, no such device, a build
+    /// without CUDA).
+    Device {
+        /// Why, as the backend reports it.
+        message: String,
+    },
 }
 
 /// `Result` with [`DeqError`] as the error type.
@@ -87,6 +93,12 @@ impl DeqError {
     }
 }
 
+impl From<deq_autograd::device::DeviceError> for DeqError {
+    fn from(e: deq_autograd::device::DeviceError) -> Self {
+        DeqError::Device { message: e.0 }
+    }
+}
+
 impl fmt::Display for DeqError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -97,6 +109,7 @@ impl fmt::Display for DeqError {
             }
             DeqError::Config { message } => write!(f, "invalid configuration: {message}"),
             DeqError::Vocab { message } => write!(f, "invalid vocabulary: {message}"),
+            DeqError::Device { message } => f.write_str(message),
         }
     }
 }

@@ -213,6 +213,7 @@ impl<T: Float> LanguageModel<T> {
     ) -> (Var<T>, DeqStats, Memory<T>) {
         let t = tokens.len() / batch;
         let d = self.cfg.d_embed;
+        let device = p[self.emb.0].value().device();
         let mut emb = p[self.emb.0].embedding(tokens, &[batch, t]);
         if let Some(r) = rng.as_deref_mut() {
             if self.cfg.emb_dropout > 0.0 {
@@ -229,7 +230,7 @@ impl<T: Float> LanguageModel<T> {
                 let klen = u_cat.dim(1);
                 let eff = cell.prepare(p, klen);
                 let step = cell.step(batch, mem.z.clone(), rng);
-                let z0 = Tensor::zeros(&[batch, t, d]);
+                let z0 = Tensor::zeros_on(&[batch, t, d], device);
                 let res = deq(&step, &u_cat, &eff, &z0, deq_cfg);
                 let m = cell.cfg.mem_len;
                 let memory = Memory {
@@ -245,7 +246,7 @@ impl<T: Float> LanguageModel<T> {
             } => {
                 let hist = match &mem.u {
                     Some(m) => Var::constant(m.clone()),
-                    None => Var::constant(Tensor::zeros(&[batch, 1, d])),
+                    None => Var::constant(Tensor::zeros_on(&[batch, 1, d], device)),
                 };
                 let emb_ext = Var::concat(&[&hist, &emb], 1);
                 let u = emb_ext
@@ -254,7 +255,7 @@ impl<T: Float> LanguageModel<T> {
                 let eff = cell.prepare(p);
                 let step = cell.step(batch, mem.z.clone(), rng);
                 let h = cell.cfg.hidden;
-                let z0 = Tensor::zeros(&[batch, t, 2 * h]);
+                let z0 = Tensor::zeros_on(&[batch, t, 2 * h], device);
                 let res = deq(&step, &u, &eff, &z0, deq_cfg);
                 let memory = Memory {
                     z: Some(last_position(res.z.value())),

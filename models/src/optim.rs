@@ -52,7 +52,12 @@ pub struct Adam<T: Float> {
 impl<T: Float> Adam<T> {
     /// Zero moments shaped like `params`.
     pub fn new(cfg: AdamConfig, params: &[Tensor<T>]) -> Self {
-        let zeros = || params.iter().map(|p| Tensor::zeros(p.shape())).collect();
+        let zeros = || {
+            params
+                .iter()
+                .map(|p| Tensor::zeros_on(p.shape(), p.device()))
+                .collect()
+        };
         Adam {
             cfg,
             m: zeros(),
@@ -75,6 +80,21 @@ impl<T: Float> Adam<T> {
         let wd = T::from_f64(c.weight_decay);
         let decay = T::from_f64(lr * c.weight_decay);
         for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            #[cfg(feature = "cuda")]
+            if p.device() != deq_autograd::Device::Cpu {
+                let s = deq_cuda::ops::optim::AdamStep {
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    step: lr / bc1,
+                    inv_bc2: 1.0 / bc2,
+                    eps: c.eps,
+                    weight_decay: c.weight_decay,
+                    decay: lr * c.weight_decay,
+                    decoupled: c.decoupled,
+                };
+                adam_on_device(p, g, &mut self.m[i], &mut self.v[i], &s);
+                continue;
+            }
             let (m, v) = (self.m[i].data_mut(), self.v[i].data_mut());
             let (p, g) = (p.data_mut(), g.data());
             for j in 0..p.len() {
@@ -97,14 +117,60 @@ impl<T: Float> Adam<T> {
 /// Scales `grads` in place so their global L2 norm is at most `max_norm`; returns the norm
 /// before clipping (non-finite when a gradient is).
 pub fn clip_grad_norm<T: Float>(grads: &mut [Tensor<T>], max_norm: f64) -> f64 {
-    let norm = grads.iter().map(|g| g.norm().powi(2)).sum::<f64>().sqrt();
+    let norm = grad_norm(grads);
     if norm.is_finite() && max_norm > 0.0 && norm > max_norm {
-        let s = T::from_f64(max_norm / norm);
+        let s = max_norm / norm;
         for g in grads.iter_mut() {
-            g.data_mut().iter_mut().for_each(|v| *v *= s);
+            if g.device() == deq_autograd::Device::Cpu {
+                let s = T::from_f64(s);
+                g.data_mut().iter_mut().for_each(|v| *v *= s);
+            } else {
+                *g = deq_autograd::Var::constant(g.clone())
+                    .mul_scalar(s)
+                    .into_value();
+            }
         }
     }
     norm
+}
+
+/// The global L2 norm of `grads` (one device reduction and one download on a GPU).
+fn grad_norm<T: Float>(grads: &[Tensor<T>]) -> f64 {
+    #[cfg(feature = "cuda")]
+    {
+        let on_gpu: Option<Vec<_>> = grads.iter().map(|g| g.gpu()).collect();
+        if let Some(bufs) = on_gpu.filter(|b| !b.is_empty()) {
+            return deq_cuda::ops::optim::sum_squares(&bufs).sqrt();
+        }
+    }
+    grads.iter().map(|g| g.norm().powi(2)).sum::<f64>().sqrt()
+}
+
+/// Adam on device tensors: the moments and the parameter are updated in place (each is
+/// copied first if shared, like `data_mut` on the host).
+#[cfg(feature = "cuda")]
+fn adam_on_device<T: Float>(
+    p: &mut Tensor<T>,
+    g: &Tensor<T>,
+    m: &mut Tensor<T>,
+    v: &mut Tensor<T>,
+    s: &deq_cuda::ops::optim::AdamStep,
+) {
+    let shape = p.shape().to_vec();
+    let g = g.gpu().unwrap_or_else(|| {
+        panic!(
+            "Adam: parameter on {} but gradient on {}",
+            p.device(),
+            g.device()
+        )
+    });
+    let mut pb = std::mem::replace(p, Tensor::zeros(&[0])).into_gpu();
+    let mut mb = std::mem::replace(m, Tensor::zeros(&[0])).into_gpu();
+    let mut vb = std::mem::replace(v, Tensor::zeros(&[0])).into_gpu();
+    deq_cuda::ops::optim::adam(&mut pb, g, &mut mb, &mut vb, s);
+    *p = Tensor::from_gpu(pb, &shape);
+    *m = Tensor::from_gpu(mb, &shape);
+    *v = Tensor::from_gpu(vb, &shape);
 }
 
 /// Linear warm-up over `warmup` steps to `lr`, then cosine decay to `min_lr` at `total`.

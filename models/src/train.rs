@@ -5,7 +5,8 @@ use crate::cells::{TransformerConfig, TrellisConfig};
 use crate::data::Batched;
 use crate::lm::{CellConfig, LanguageModel, Memory, ModelConfig};
 use crate::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule};
-use deq_autograd::{no_grad, Rng, Tape, Tensor, Var};
+use deq_autograd::device::DeviceError;
+use deq_autograd::{no_grad, Device, Rng, Tape, Tensor, Var};
 use deq_solvers::implicit::{BackwardMode, DeqConfig};
 use deq_solvers::{SolverConfig, SolverKind, StopMode};
 use serde::{Deserialize, Serialize};
@@ -256,6 +257,32 @@ impl Trainer {
         }
     }
 
+    /// Moves the parameters, the optimiser moments and the segment memory to `device`
+    /// (checkpoints are still written from host copies). Errors when the device cannot be
+    /// opened ("no CUDA driver found", "no CUDA device").
+    pub fn to_device(&mut self, device: Device) -> Result<(), DeviceError> {
+        device.open()?;
+        let mv = |t: &mut Tensor<f32>| -> Result<(), DeviceError> {
+            *t = t.to_device(device)?;
+            Ok(())
+        };
+        self.model.store.values_mut().iter_mut().try_for_each(mv)?;
+        self.adam.m.iter_mut().try_for_each(mv)?;
+        self.adam.v.iter_mut().try_for_each(mv)?;
+        self.memory.z.iter_mut().try_for_each(mv)?;
+        self.memory.u.iter_mut().try_for_each(mv)?;
+        Ok(())
+    }
+
+    /// Where the parameters live.
+    pub fn device(&self) -> Device {
+        self.model
+            .store
+            .values()
+            .first()
+            .map_or(Device::Cpu, Tensor::device)
+    }
+
     fn deq_for_step(&self) -> DeqConfig {
         let mut c = self.cfg.train_deq.clone();
         if self.step < self.cfg.pretrain_steps {
@@ -294,7 +321,10 @@ impl Trainer {
         );
         let loss = out.loss.item() as f64;
         let wrt: Vec<&Var<f32>> = p.iter().collect();
-        let mut grads = tape.vjp(&[&out.loss], &[&Tensor::scalar(1.0)], &wrt);
+        let one = Tensor::scalar(1.0)
+            .to_device(self.device())
+            .expect("the parameters' device is open");
+        let mut grads = tape.vjp(&[&out.loss], &[&one], &wrt);
         drop(tape);
         let grad_norm = clip_grad_norm(&mut grads, self.cfg.clip);
         let lr = self.cfg.schedule.at(self.step);

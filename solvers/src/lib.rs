@@ -108,6 +108,8 @@
 mod anderson;
 mod bordered;
 mod broyden;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod monitor;
 mod naive;
 mod step;

@@ -37,19 +37,17 @@ struct Rule {
     iteration: usize,
 }
 
-/// Residual traces, best iterates and active flags for a batch of `b` samples of `n` values.
-pub(crate) struct Monitor<T: Float> {
-    n: usize,
+/// Residual traces and active flags for a batch: the host-side bookkeeping shared by the CPU
+/// monitor below and the GPU driver (which keeps its best iterates on the device).
+pub(crate) struct Tracker {
     rule: Rule,
-    best: Vec<T>,
     tracks: Vec<Track>,
     active: Vec<bool>,
 }
 
-impl<T: Float> Monitor<T> {
-    /// Starts with every sample active and its best iterate set to `z0` (returned as is for a
-    /// sample that never has a finite residual).
-    pub(crate) fn new(cfg: &SolverConfig, b: usize, n: usize, z0: &[T]) -> Self {
+impl Tracker {
+    /// Every one of `b` samples active, no residual yet.
+    pub(crate) fn new(cfg: &SolverConfig, b: usize) -> Self {
         let cap = cfg.max_iter + 1;
         let tracks = (0..b)
             .map(|_| Track {
@@ -64,8 +62,7 @@ impl<T: Float> Monitor<T> {
                 rel: Vec::with_capacity(cap),
             })
             .collect();
-        Monitor {
-            n,
+        Tracker {
             rule: Rule {
                 mode: cfg.stop_mode,
                 tol: cfg.tol,
@@ -73,7 +70,6 @@ impl<T: Float> Monitor<T> {
                 early_stop: cfg.early_stop,
                 iteration: 0,
             },
-            best: z0.to_vec(),
             tracks,
             active: vec![true; b],
         }
@@ -89,34 +85,30 @@ impl<T: Float> Monitor<T> {
         self.active.iter().any(|&a| a)
     }
 
-    /// Records the residual of every active sample's iterate `z` given `fz = f(z)` at batch
-    /// iteration `iteration`, keeps its best iterate, and freezes it when it converged or
-    /// diverged. A diverged sample's `z` is reset to its best iterate, so later calls of `f`
-    /// see finite values.
-    pub(crate) fn observe(&mut self, z: &mut [T], fz: &[T], iteration: usize) {
-        let n = self.n;
+    /// Judges every active sample from its residual sums `(‖f(z) − z‖², ‖f(z)‖²)` at batch
+    /// iteration `iteration`; inactive samples get the default verdict (nothing to do).
+    pub(crate) fn judge_all(&mut self, sums: &[(f64, f64)], iteration: usize) -> Vec<Verdict> {
         let rule = Rule {
             iteration,
             ..self.rule
         };
-        (
-            self.best.par_chunks_mut(n),
-            z.par_chunks_mut(n),
-            fz.par_chunks(n),
-            self.tracks.par_iter_mut(),
-            self.active.par_iter_mut(),
-        )
-            .into_par_iter()
-            .with_min_len(samples_per_task(n))
-            .for_each(|(best, z, fz, track, active)| {
-                if *active {
-                    *active = observe_sample(rule, best, z, fz, track);
+        self.tracks
+            .iter_mut()
+            .zip(self.active.iter_mut())
+            .zip(sums)
+            .map(|((t, active), &sum)| {
+                if !*active {
+                    return Verdict::default();
                 }
-            });
+                let v = t.judge(rule, sum);
+                *active = v.active;
+                v
+            })
+            .collect()
     }
 
-    /// The best iterate of every sample (row-major, `b × n`) and the statistics.
-    pub(crate) fn finish(self, iterations: usize, f_evals: usize) -> (Vec<T>, SolveStats) {
+    /// The statistics after `iterations` batch iterations and `f_evals` calls of f.
+    pub(crate) fn finish(self, iterations: usize, f_evals: usize) -> SolveStats {
         let b = self.tracks.len();
         let mut stats = SolveStats {
             iterations,
@@ -143,11 +135,142 @@ impl<T: Float> Monitor<T> {
             stats.abs_trace.push(t.abs);
             stats.rel_trace.push(t.rel);
         }
-        (self.best, stats)
+        stats
     }
 }
 
-/// One sample's observation; returns whether it stays active.
+/// Residual traces, best iterates and active flags for a batch of `b` samples of `n` values
+/// on the host.
+pub(crate) struct Monitor<T: Float> {
+    n: usize,
+    tracker: Tracker,
+    best: Vec<T>,
+}
+
+impl<T: Float> Monitor<T> {
+    /// Starts with every sample active and its best iterate set to `z0` (returned as is for a
+    /// sample that never has a finite residual).
+    pub(crate) fn new(cfg: &SolverConfig, b: usize, n: usize, z0: &[T]) -> Self {
+        Monitor {
+            n,
+            tracker: Tracker::new(cfg, b),
+            best: z0.to_vec(),
+        }
+    }
+
+    /// Which samples the solver still updates.
+    pub(crate) fn active(&self) -> &[bool] {
+        self.tracker.active()
+    }
+
+    /// Some sample is still active.
+    pub(crate) fn any_active(&self) -> bool {
+        self.tracker.any_active()
+    }
+
+    /// Records the residual of every active sample's iterate `z` given `fz = f(z)` at batch
+    /// iteration `iteration`, keeps its best iterate, and freezes it when it converged or
+    /// diverged. A diverged sample's `z` is reset to its best iterate, so later calls of `f`
+    /// see finite values.
+    pub(crate) fn observe(&mut self, z: &mut [T], fz: &[T], iteration: usize) {
+        let n = self.n;
+        let rule = Rule {
+            iteration,
+            ..self.tracker.rule
+        };
+        (
+            self.best.par_chunks_mut(n),
+            z.par_chunks_mut(n),
+            fz.par_chunks(n),
+            self.tracker.tracks.par_iter_mut(),
+            self.tracker.active.par_iter_mut(),
+        )
+            .into_par_iter()
+            .with_min_len(samples_per_task(n))
+            .for_each(|(best, z, fz, track, active)| {
+                if *active {
+                    *active = observe_sample(rule, best, z, fz, track);
+                }
+            });
+    }
+
+    /// The best iterate of every sample (row-major, `b × n`) and the statistics.
+    pub(crate) fn finish(self, iterations: usize, f_evals: usize) -> (Vec<T>, SolveStats) {
+        (self.best, self.tracker.finish(iterations, f_evals))
+    }
+}
+
+/// What one observation decided for a sample.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    /// The sample stays active.
+    pub(crate) active: bool,
+    /// `z` is the best iterate so far: copy it to `best`.
+    pub(crate) save_best: bool,
+    /// The sample stopped on a bad iterate: copy `best` back into `z`.
+    pub(crate) restore: bool,
+}
+
+impl Track {
+    /// Records one residual `(‖f(z) − z‖², ‖f(z)‖²)` and decides: keep going, keep `z` as
+    /// the best iterate, freeze (converged), or freeze and restore the best (diverged).
+    fn judge(&mut self, rule: Rule, (d2, f2): (f64, f64)) -> Verdict {
+        let abs = d2.sqrt();
+        let rel = abs / (f2.sqrt() + REL_EPS);
+        // Capacity is max_iter + 1 and a sample is observed at most that often: never
+        // reallocates.
+        debug_assert!(self.abs.len() < self.abs.capacity());
+        self.abs.push(abs);
+        self.rel.push(rel);
+        self.iterations = rule.iteration;
+        let stop_and_restore = Verdict {
+            active: false,
+            save_best: false,
+            restore: true,
+        };
+        if !(abs.is_finite() && rel.is_finite()) {
+            // f(z) overflowed or produced NaN: back to the lowest finite iterate.
+            self.diverged = true;
+            return stop_and_restore;
+        }
+        if self.abs.len() == 1 {
+            self.init_abs = abs;
+        }
+        self.lowest_abs = self.lowest_abs.min(abs);
+        self.lowest_rel = self.lowest_rel.min(rel);
+        let res = match rule.mode {
+            StopMode::Abs => abs,
+            StopMode::Rel => rel,
+        };
+        let save_best = res < self.best_res;
+        if save_best {
+            self.best_res = res;
+        }
+        if rule.early_stop && res < rule.tol {
+            // `res` is the first value below tol, hence the lowest: `best` equals `z`.
+            self.converged = true;
+            return Verdict {
+                active: false,
+                save_best,
+                restore: false,
+            };
+        }
+        if self.init_abs > 0.0 && abs > rule.protect * self.init_abs {
+            self.diverged = true;
+            return Verdict {
+                save_best,
+                ..stop_and_restore
+            };
+        }
+        Verdict {
+            active: true,
+            save_best,
+            restore: false,
+        }
+    }
+}
+
+/// One sample's observation on the host; returns whether it stays active.
 fn observe_sample<T: Float>(
     rule: Rule,
     best: &mut [T],
@@ -155,42 +278,12 @@ fn observe_sample<T: Float>(
     fz: &[T],
     t: &mut Track,
 ) -> bool {
-    let (d2, f2) = residual_sums(z, fz);
-    let abs = d2.sqrt();
-    let rel = abs / (f2.sqrt() + REL_EPS);
-    // Capacity is max_iter + 1 and a sample is observed at most that often: never reallocates.
-    debug_assert!(t.abs.len() < t.abs.capacity());
-    t.abs.push(abs);
-    t.rel.push(rel);
-    t.iterations = rule.iteration;
-    if !(abs.is_finite() && rel.is_finite()) {
-        // f(z) overflowed or produced NaN: back to the lowest finite iterate.
-        t.diverged = true;
-        z.copy_from_slice(best);
-        return false;
-    }
-    if t.abs.len() == 1 {
-        t.init_abs = abs;
-    }
-    t.lowest_abs = t.lowest_abs.min(abs);
-    t.lowest_rel = t.lowest_rel.min(rel);
-    let res = match rule.mode {
-        StopMode::Abs => abs,
-        StopMode::Rel => rel,
-    };
-    if res < t.best_res {
-        t.best_res = res;
+    let v = t.judge(rule, residual_sums(z, fz));
+    if v.save_best {
         best.copy_from_slice(z);
     }
-    if rule.early_stop && res < rule.tol {
-        // `res` is the first value below tol, hence the lowest: `best` equals `z`.
-        t.converged = true;
-        return false;
-    }
-    if t.init_abs > 0.0 && abs > rule.protect * t.init_abs {
-        t.diverged = true;
+    if v.restore {
         z.copy_from_slice(best);
-        return false;
     }
-    true
+    v.active
 }

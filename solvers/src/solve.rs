@@ -62,6 +62,10 @@ pub fn solve<T: Float>(
     if n == 0 {
         return empty(cfg, b, z0);
     }
+    #[cfg(feature = "cuda")]
+    if z0.gpu().is_some() {
+        return crate::gpu::solve(cfg, f, z0, b, n);
+    }
     match cfg.kind {
         SolverKind::Naive { tau } => drive(cfg, f, z0, b, n, Naive::new(n, tau)),
         SolverKind::Anderson { m, lam, beta } => {

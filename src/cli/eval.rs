@@ -2,6 +2,7 @@
 
 use super::{data_source, existing_file, LevelArg};
 use clap::Args;
+use deq_autograd::Device;
 use deq_models::checkpoint::load_checkpoint;
 use deq_models::data::batchify;
 use deq_models::error::Result;
@@ -24,14 +25,19 @@ pub struct EvalArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
 }
 
 /// Runs `deq eval`.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
+    a.device.open()?;
     existing_file(&a.checkpoint, "checkpoint")?;
     let ck = load_checkpoint(&a.checkpoint)?;
     let (corpus, _) = data_source::load(a.data.as_ref(), data_source::level(a.level))?;
-    let trainer = Trainer::from_checkpoint(&ck, &a.checkpoint, &corpus.vocab)?;
+    let mut trainer = Trainer::from_checkpoint(&ck, &a.checkpoint, &corpus.vocab)?;
+    trainer.to_device(a.device)?;
     let cfg = &trainer.cfg;
     for (name, split) in [("valid", &corpus.valid), ("test", &corpus.test)] {
         let data = batchify(split, cfg.batch)?;

@@ -4,6 +4,7 @@ use super::plot::{write_png, Panel, Series};
 use super::progress::{MetricsLog, Progress};
 use super::{data_source, existing_file, LevelArg, ModelArg};
 use clap::Args;
+use deq_autograd::Device;
 use deq_models::checkpoint::{load_checkpoint, save_checkpoint};
 use deq_models::data::{batchify, Corpus};
 use deq_models::error::{DeqError, Result};
@@ -60,6 +61,9 @@ pub struct TrainArgs {
     /// Continue from a checkpoint (`last.safetensors` of an earlier run).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
 }
 
 fn configure(a: &TrainArgs, corpus: &Corpus) -> Result<TrainConfig> {
@@ -118,6 +122,8 @@ fn save(trainer: &Trainer, corpus: &Corpus, path: &Path) -> Result<()> {
 
 /// Runs `deq train`.
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
+    // Check the device first: a missing GPU fails at once, before any data is read.
+    a.device.open()?;
     let (corpus, source) = data_source::load(a.data.as_ref(), data_source::level(a.level))?;
     let mut trainer = match &a.resume {
         Some(path) => {
@@ -127,6 +133,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         }
         None => Trainer::new(configure(&a, &corpus)?),
     };
+    trainer.to_device(a.device)?;
     let cfg = trainer.cfg.clone();
     let train = batchify(&corpus.train, cfg.batch)?;
     let valid = batchify(&corpus.valid, cfg.batch)?;
@@ -136,13 +143,14 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let best = a.out.join("best.safetensors");
     let mut log = MetricsLog::open(&a.out.join("metrics.jsonl"))?;
     println!(
-        "deq train: {} params, vocab {}, data {source}, {} steps of {}×{} tokens, {} threads",
+        "deq train: {} params, vocab {}, data {source}, {} steps of {}×{} tokens, {} threads, on {}",
         trainer.model.store.numel(),
         corpus.vocab.len(),
         cfg.steps,
         cfg.batch,
         cfg.seq_len,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        a.device.describe()
     );
     let start = Instant::now();
     let mut progress = Progress::new(cfg.steps, trainer.step);
@@ -170,6 +178,7 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
             let ck = load_checkpoint(&last)?;
             let step = trainer.step;
             trainer = Trainer::from_checkpoint(&ck, &last, &corpus.vocab)?;
+            trainer.to_device(a.device)?;
             trainer.step = step;
             lr_scale *= 0.5;
             progress.println(&format!(

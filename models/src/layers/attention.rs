@@ -10,7 +10,7 @@
 //! then softmax over `j` and a weighted sum of values. The position term is computed for all
 //! distances at once (`(q + v)·Rᵀ`, one batched product) and re-indexed by [`rel_shift`].
 
-use deq_autograd::{kernels, record, Backward, Float, Mask, Tensor, Var};
+use deq_autograd::{kernels, record, Backward, Device, Float, Mask, Tensor, Var};
 
 struct RelShiftBackward {
     shape: [usize; 4],
@@ -52,6 +52,9 @@ pub fn rel_shift<T: Float>(full: &Var<T>) -> Var<T> {
     let shape = [s[0], s[1], s[2], s[3]];
     let (t, k) = (s[2], s[3]);
     let mem = k - t;
+    if full.value().device() != Device::Cpu {
+        return rel_shift_by_gather(full, shape, mem);
+    }
     let x = full.value().data();
     let mut out = vec![T::ZERO; x.len()];
     for row in 0..s[0] * s[1] * t {
@@ -65,6 +68,28 @@ pub fn rel_shift<T: Float>(full: &Var<T>) -> Var<T> {
         shape,
         mem,
     })
+}
+
+/// [`rel_shift`] from engine ops alone, for tensors on a device: the values, with one zero
+/// appended, form a `[N + 1, 1]` table, and an embedding lookup gathers each output entry
+/// (index `N`, the zero, where `j > M + i`); its VJP is the matching scatter-add.
+fn rel_shift_by_gather<T: Float>(full: &Var<T>, shape: [usize; 4], mem: usize) -> Var<T> {
+    let (t, k) = (shape[2], shape[3]);
+    let numel = full.numel();
+    let zero = Var::constant(Tensor::zeros_on(&[1, 1], full.value().device()));
+    let table = Var::concat(&[&full.reshape(&[numel, 1]), &zero], 0);
+    let ids: Vec<usize> = (0..numel)
+        .map(|p| {
+            let (row, j) = (p / k, p % k);
+            let i = row % t;
+            if j <= mem + i {
+                row * k + mem + i - j
+            } else {
+                numel
+            }
+        })
+        .collect();
+    table.embedding(&ids, &[numel]).reshape(&shape)
 }
 
 /// The weights of one relative attention, already prepared for a forward pass (weight

@@ -27,10 +27,10 @@ pub fn jacobian_penalty<T: Float>(
     rng: &mut Rng,
 ) -> Var<T> {
     assert!(n_vecs >= 1, "jacobian_penalty: n_vecs must be ≥ 1");
-    let zmax = z_star
-        .data()
-        .iter()
-        .fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
+    // Probes are drawn on the host (the same stream of numbers on every device) and the
+    // shifted points moved to z*'s device.
+    let z_host = z_star.to_vec();
+    let zmax = z_host.iter().fold(0.0f64, |m, v| m.max(v.to_f64().abs()));
     let h = T::EPSILON.to_f64().cbrt() * (1.0 + zmax);
     let n = z_star.numel().max(1);
     let mut total: Option<Var<T>> = None;
@@ -38,8 +38,10 @@ pub fn jacobian_penalty<T: Float>(
         let eps = Tensor::<T>::randn(z_star.shape(), 1.0, rng);
         let shifted = |sign: f64| {
             let z = Tensor::from_fn(z_star.shape(), |i| {
-                z_star.data()[i] + T::from_f64(sign * h) * eps.data()[i]
-            });
+                z_host[i] + T::from_f64(sign * h) * eps.data()[i]
+            })
+            .to_device(z_star.device())
+            .expect("z*'s device is open");
             f.apply(&Var::constant(z), x, params)
         };
         let r = shifted(1.0).sub(&shifted(-1.0)).mul_scalar(0.5 / h);
@@ -78,10 +80,13 @@ pub fn spectral_radius<T: Float>(
             return estimate;
         }
         let scale = T::from_f64(1.0 / norm);
-        v = v.map(|a| a * scale);
-        let w = tape.vjp(&[&fz], &[&v], &[&z]).remove(0);
+        let probe = v
+            .map(|a| a * scale)
+            .to_device(z_star.device())
+            .expect("z*'s device is open");
+        let w = tape.vjp(&[&fz], &[&probe], &[&z]).remove(0);
         estimate = w.norm();
-        v = w;
+        v = w.to_device(deq_autograd::Device::Cpu).expect("cpu");
     }
     estimate
 }

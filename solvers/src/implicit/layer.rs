@@ -15,7 +15,7 @@
 use super::config::{BackwardMode, DeqConfig};
 use crate::solve::solve;
 use crate::stats::SolveStats;
-use deq_autograd::{custom_op, is_recording, kernels, no_grad, Float, Tape, Tensor, Var};
+use deq_autograd::{custom_op, is_recording, kernels, no_grad, Device, Float, Tape, Tensor, Var};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -180,6 +180,13 @@ fn attach_implicit_backward<T: Float>(
         let (y, stats) = solve(
             &b_cfg,
             |y: &Tensor<T>| {
+                if g.device() != Device::Cpu {
+                    // On a device: g + yᵀJ from the tape's VJP and one add kernel.
+                    let yj = inner.vjp(&[&fz], &[y], &[&z_leaf]).remove(0);
+                    return Var::constant(g.clone())
+                        .add(&Var::constant(yj))
+                        .into_value();
+                }
                 // g + yᵀJ in one pass, read straight from the tape's gradient buffer.
                 let mut out = None;
                 inner.vjp_with(&[&fz], &[y], &[&z_leaf], |_, grad| {
@@ -194,7 +201,7 @@ fn attach_implicit_backward<T: Float>(
                 });
                 out.expect("vjp_with reports the one wrt variable")
             },
-            &Tensor::zeros(g.shape()),
+            &Tensor::zeros_on(g.shape(), g.device()),
         );
         *backward_stats.borrow_mut() = Some(stats);
         // One full VJP maps y into x and the parameters that need it.
