@@ -79,6 +79,40 @@ impl Device {
         }
     }
 
+    /// Waits for every queued kernel on this device (a no-op on the CPU). Timers around GPU
+    /// work call this before reading the clock.
+    pub fn synchronize(self) {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(n) = self {
+            if let Ok(g) = deq_cuda::Gpu::open(n) {
+                g.synchronize();
+            }
+        }
+    }
+
+    /// `(live, peak)` bytes of the device's caching allocator since the last
+    /// [`Device::reset_peak_memory`]; `None` on the CPU (use a counting allocator there).
+    pub fn memory(self) -> Option<(usize, usize)> {
+        match self {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => deq_cuda::Gpu::open(n).ok().map(|g| {
+                let m = g.memory_stats();
+                (m.live_bytes, m.peak_bytes)
+            }),
+            _ => None,
+        }
+    }
+
+    /// Starts a new peak-memory measurement on a device (no-op on the CPU).
+    pub fn reset_peak_memory(self) {
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(n) = self {
+            if let Ok(g) = deq_cuda::Gpu::open(n) {
+                g.reset_peak();
+            }
+        }
+    }
+
     /// A one-line description: "cpu", or "cuda:0 (NVIDIA H200, compute 9.0)".
     pub fn describe(self) -> String {
         match self {

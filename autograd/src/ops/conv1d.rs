@@ -4,7 +4,12 @@
 //! zeros for negative times (left padding of `(K-1)·d`), so output `t` sees inputs `≤ t` only.
 //! Each tap is one matrix product of a time-shifted block of rows (no im2col copy); the VJPs
 //! are the matching products `∂x_shift += g·W[j]ᵀ`, `∂W[j] += x_shiftᵀ·g`.
+//! On CUDA tensors the taps are cuBLAS products placed by row offsets, batched over `B`
+//! (`deq_cuda::ops::conv1d`).
 
+#[cfg(feature = "cuda")]
+use crate::device::buf;
+use crate::device::common_device;
 use crate::float::Float;
 use crate::kernels::{self, gemm, Operand};
 use crate::tape::Backward;
@@ -22,6 +27,18 @@ struct ConvDims {
 }
 
 impl ConvDims {
+    #[cfg(feature = "cuda")]
+    fn gpu(&self) -> deq_cuda::ops::conv1d::ConvShape {
+        deq_cuda::ops::conv1d::ConvShape {
+            batch: self.batch,
+            time: self.time,
+            c_in: self.c_in,
+            c_out: self.c_out,
+            taps: self.taps,
+            dilation: self.dilation,
+        }
+    }
+
     /// Time shift of tap `j`.
     fn shift(&self, j: usize) -> usize {
         (self.taps - 1 - j) * self.dilation
@@ -122,6 +139,37 @@ impl<T: Float> Backward<T> for Conv1dBackward<T> {
             _ => self.grad_bias(g, dst, acc),
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        use deq_cuda::ops::conv1d as gpu;
+        let d = self.d.gpu();
+        match k {
+            0 => gpu::grad_input(g, buf("causal_conv1d", &self.w), d, dst, acc),
+            1 => gpu::grad_weight(g, buf("causal_conv1d", &self.x), d, dst, acc),
+            _ => gpu::grad_bias(g, d, dst, acc),
+        }
+    }
+}
+
+/// The convolution on the device.
+#[cfg(feature = "cuda")]
+fn forward_gpu<T: Float>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    bias: Option<&Var<T>>,
+    d: ConvDims,
+) -> Tensor<T> {
+    let op = "causal_conv1d";
+    let b = bias.map(|b| buf(op, b.value()));
+    let y = deq_cuda::ops::conv1d::forward(buf(op, x), buf(op, w), b, d.gpu());
+    Tensor::from_gpu(y, &[d.batch, d.time, d.c_out])
 }
 
 impl<T: Float> Var<T> {
@@ -149,6 +197,23 @@ impl<T: Float> Var<T> {
             taps: ws[0],
             dilation,
         };
+        let make = || Conv1dBackward {
+            x: self.value().clone(),
+            w: weight.value().clone(),
+            d,
+        };
+        match bias {
+            Some(b) => common_device("causal_conv1d", &[self.value(), weight.value(), b.value()]),
+            None => common_device("causal_conv1d", &[self.value(), weight.value()]),
+        };
+        #[cfg(feature = "cuda")]
+        if self.value().gpu().is_some() {
+            let value = forward_gpu(self.value(), weight.value(), bias, d);
+            return match bias {
+                Some(b) => record(value, &[self, weight, b], make),
+                None => record(value, &[self, weight], make),
+            };
+        }
         let x = self.value().data();
         let mut out = vec![T::ZERO; d.batch * d.time * d.c_out];
         if let Some(b) = bias {
@@ -181,11 +246,6 @@ impl<T: Float> Var<T> {
             }
         }
         let value = Tensor::from_vec(out, &[d.batch, d.time, d.c_out]);
-        let make = || Conv1dBackward {
-            x: self.value().clone(),
-            w: weight.value().clone(),
-            d,
-        };
         match bias {
             Some(b) => record(value, &[self, weight, b], make),
             None => record(value, &[self, weight], make),

@@ -4,6 +4,9 @@
 //! them, so no separate bias-add tensor is allocated. With `x` viewed as `[R, in]` and `W` as
 //! `[out, in]`, the VJPs are `∂x = G·W`, `∂W = Gᵀ·x` and `∂b = Σ_rows G`.
 
+#[cfg(feature = "cuda")]
+use crate::device::buf;
+use crate::device::common_device;
 use crate::float::Float;
 use crate::kernels::{self, gemm, Operand};
 use crate::tape::Backward;
@@ -14,6 +17,17 @@ struct LinearBackward<T: Float> {
     x: Tensor<T>,
     w: Tensor<T>,
     rows: usize,
+}
+
+impl<T: Float> LinearBackward<T> {
+    #[cfg(feature = "cuda")]
+    fn gpu_shape(&self) -> deq_cuda::ops::linear::LinearShape {
+        deq_cuda::ops::linear::LinearShape {
+            rows: self.rows,
+            inp: self.w.shape()[1],
+            out: self.w.shape()[0],
+        }
+    }
 }
 
 impl<T: Float> Backward<T> for LinearBackward<T> {
@@ -56,6 +70,42 @@ impl<T: Float> Backward<T> for LinearBackward<T> {
             }
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        use deq_cuda::ops::linear as gpu;
+        let s = self.gpu_shape();
+        match k {
+            0 => gpu::grad_input(g, buf("linear", &self.w), s, dst, acc),
+            1 => gpu::grad_weight(g, buf("linear", &self.x), s, dst, acc),
+            _ => gpu::bias_grad(g, s.rows, s.out, dst, acc),
+        }
+    }
+}
+
+/// `x·Wᵀ + b` on the device, `x` viewed as `[rows, in]`.
+#[cfg(feature = "cuda")]
+fn forward_gpu<T: Float>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    bias: Option<&Var<T>>,
+    rows: usize,
+    shape: &[usize],
+) -> Tensor<T> {
+    let s = deq_cuda::ops::linear::LinearShape {
+        rows,
+        inp: w.shape()[1],
+        out: w.shape()[0],
+    };
+    let b = bias.map(|b| buf("linear", b.value()));
+    let y = deq_cuda::ops::linear::forward(buf("linear", x), buf("linear", w), b, s);
+    Tensor::from_gpu(y, shape)
 }
 
 impl<T: Float> Var<T> {
@@ -80,6 +130,25 @@ impl<T: Float> Var<T> {
             .numel()
             .checked_div(inp)
             .unwrap_or_else(|| xs[..xs.len() - 1].iter().product());
+        let mut shape = Shape::from_slice(&xs[..xs.len() - 1]);
+        shape.push(out);
+        let make = || LinearBackward {
+            x: self.value().clone(),
+            w: weight.value().clone(),
+            rows,
+        };
+        match bias {
+            Some(b) => common_device("linear", &[self.value(), weight.value(), b.value()]),
+            None => common_device("linear", &[self.value(), weight.value()]),
+        };
+        #[cfg(feature = "cuda")]
+        if self.value().gpu().is_some() {
+            let value = forward_gpu(self.value(), weight.value(), bias, rows, &shape);
+            return match bias {
+                Some(b) => record(value, &[self, weight, b], make),
+                None => record(value, &[self, weight], make),
+            };
+        }
         let mut values = vec![T::ZERO; rows * out];
         if let Some(b) = bias {
             for row in values.chunks_mut(out.max(1)) {
@@ -99,14 +168,7 @@ impl<T: Float> Var<T> {
             trans: true,
         };
         gemm(&mut values, xm, wm, T::ONE, bias.is_some());
-        let mut shape = Shape::from_slice(&xs[..xs.len() - 1]);
-        shape.push(out);
         let value = Tensor::from_vec(values, &shape);
-        let make = || LinearBackward {
-            x: self.value().clone(),
-            w: weight.value().clone(),
-            rows,
-        };
         match bias {
             Some(b) => record(value, &[self, weight, b], make),
             None => record(value, &[self, weight], make),

@@ -3,7 +3,18 @@
 //! `C = op(A)·op(B)` where `op` is the identity or the transpose. The VJPs are products too:
 //! `∂A = G·op(B)ᵀ` (or its transpose) and `∂B = op(A)ᵀ·G`, each computed straight into the
 //! gradient buffer with faer's accumulate mode, so nothing is copied or transposed in memory.
+//!
+//! On CUDA tensors the same products run as cuBLAS strided-batched GEMMs (`deq_cuda::blas`):
+//! transposes are read in place, a shared 2-D operand gets batch stride 0, and the VJPs add
+//! into the gradient buffer with `beta = 1`. A gradient summed over the batch (of the shared
+//! operand) is one batched product into a temporary plus a deterministic sum over the batch,
+//! except where the CPU code flattens the batch into one product, which the GPU does as well.
+//! `matmul_counters` count the CPU products only (GPU products are not
+//! counted: the counters measure the work of the current host thread).
 
+#[cfg(feature = "cuda")]
+use crate::device::buf;
+use crate::device::common_device;
 use crate::float::Float;
 use crate::kernels::{gemm, gemm_batched, Operand};
 use crate::tape::Backward;
@@ -231,11 +242,174 @@ impl<T: Float> Backward<T> for MatmulBackward<T> {
             self.grad_b(g, dst, acc);
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        if k == 0 {
+            self.grad_a_gpu(g, dst, acc);
+        } else {
+            self.grad_b_gpu(g, dst, acc);
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl<T: Float> MatmulBackward<T> {
+    /// `G` as batched `m×n` matrices.
+    fn g_operand<'a>(&self, g: &'a deq_cuda::GpuBuffer<T>, trans: bool) -> GpuOperand<'a, T> {
+        let d = self.d;
+        GpuOperand {
+            buf: g,
+            offset: 0,
+            trans,
+            rows: d.m,
+            cols: d.n,
+            batch_stride: d.m * d.n,
+        }
+    }
+
+    /// [`MatmulBackward::grad_a`] on the device.
+    fn grad_a_gpu(&self, g: &deq_cuda::GpuBuffer<T>, dst: &mut deq_cuda::GpuBuffer<T>, acc: bool) {
+        let d = self.d;
+        let bm = gpu_operand(&self.b, self.tb, d.b_shared);
+        let (x, y) = if self.ta {
+            (bm, self.g_operand(g, true))
+        } else {
+            (
+                self.g_operand(g, false),
+                GpuOperand {
+                    trans: !self.tb,
+                    ..bm
+                },
+            )
+        };
+        gpu_reduce_into(dst, d, d.a_shared, x, y, acc);
+    }
+
+    /// [`MatmulBackward::grad_b`] on the device, with the same flattened fast path.
+    fn grad_b_gpu(&self, g: &deq_cuda::GpuBuffer<T>, dst: &mut deq_cuda::GpuBuffer<T>, acc: bool) {
+        let d = self.d;
+        if d.b_shared && !d.a_shared && !self.ta && d.batch > 1 {
+            let rows = d.batch * d.m;
+            let flat = |buf, cols, trans| GpuOperand {
+                buf,
+                offset: 0,
+                trans,
+                rows,
+                cols,
+                batch_stride: rows * cols,
+            };
+            let a = buf("matmul", &self.a);
+            let (x, y) = if self.tb {
+                (flat(g, d.n, true), flat(a, d.k, false))
+            } else {
+                (flat(a, d.k, true), flat(g, d.n, false))
+            };
+            deq_cuda::blas::gemm(dst, x, y, 1, 1.0, deq_cuda::ops::linear::beta(acc));
+            return;
+        }
+        let am = gpu_operand(&self.a, self.ta, d.a_shared);
+        let (x, y) = if self.tb {
+            (self.g_operand(g, true), am)
+        } else {
+            (
+                GpuOperand {
+                    trans: !self.ta,
+                    ..am
+                },
+                self.g_operand(g, false),
+            )
+        };
+        gpu_reduce_into(dst, d, d.b_shared, x, y, acc);
+    }
+}
+
+#[cfg(feature = "cuda")]
+type GpuOperand<'a, T> = deq_cuda::blas::Operand<'a, T>;
+
+/// The stored matrices of a CUDA tensor (its last two dimensions), with batch stride 0 when
+/// it is one matrix shared by the whole batch.
+#[cfg(feature = "cuda")]
+fn gpu_operand<T: Float>(t: &Tensor<T>, trans: bool, shared: bool) -> GpuOperand<'_, T> {
+    let s = t.shape();
+    let (rows, cols) = (s[s.len() - 2], s[s.len() - 1]);
+    GpuOperand {
+        buf: buf("matmul", t),
+        offset: 0,
+        trans,
+        rows,
+        cols,
+        batch_stride: if shared { 0 } else { rows * cols },
+    }
+}
+
+/// The forward product on the device into a new buffer, flattening a batched `a` against a
+/// shared `b` into one product as [`product`] does.
+#[cfg(feature = "cuda")]
+fn gpu_product<T: Float>(
+    d: Dims,
+    a: GpuOperand<'_, T>,
+    b: GpuOperand<'_, T>,
+) -> deq_cuda::GpuBuffer<T> {
+    let mut out = a.buf.gpu().alloc::<T>(d.batch * d.m * d.n);
+    if d.b_shared && !d.a_shared && !a.trans {
+        let rows = d.batch * a.rows;
+        let a_flat = GpuOperand {
+            rows,
+            batch_stride: rows * a.cols,
+            ..a
+        };
+        deq_cuda::blas::gemm(&mut out, a_flat, b, 1, 1.0, 0.0);
+    } else {
+        deq_cuda::blas::gemm(&mut out, a, b, d.batch, 1.0, 0.0);
+    }
+    out
+}
+
+/// `dst (+)= x_i·y_i` per batch element, or `Σ_i x_i·y_i` when the target is `shared` by the
+/// batch: one batched product into a temporary, then a deterministic sum over the batch.
+#[cfg(feature = "cuda")]
+fn gpu_reduce_into<T: Float>(
+    dst: &mut deq_cuda::GpuBuffer<T>,
+    d: Dims,
+    shared: bool,
+    x: GpuOperand<'_, T>,
+    y: GpuOperand<'_, T>,
+    acc: bool,
+) {
+    use deq_cuda::blas::gemm;
+    use deq_cuda::ops::linear::{beta, bias_grad};
+    if d.batch == 1 {
+        gemm(dst, x, y, 1, 1.0, beta(acc));
+    } else if !shared {
+        gemm(dst, x, y, d.batch, 1.0, beta(acc));
+    } else {
+        let size = dst.len();
+        let mut parts = dst.gpu().alloc::<T>(d.batch * size);
+        gemm(&mut parts, x, y, d.batch, 1.0, 0.0);
+        bias_grad(&parts, d.batch, size, dst, acc);
+    }
 }
 
 /// `op(a)·op(b)` on tensors, without recording.
 pub fn matmul_tensor<T: Float>(a: &Tensor<T>, b: &Tensor<T>, ta: bool, tb: bool) -> Tensor<T> {
     let (d, out_shape) = dims(a.shape(), b.shape(), ta, tb);
+    common_device("matmul", &[a, b]);
+    #[cfg(feature = "cuda")]
+    if a.gpu().is_some() {
+        let out = gpu_product(
+            d,
+            gpu_operand(a, ta, d.a_shared),
+            gpu_operand(b, tb, d.b_shared),
+        );
+        return Tensor::from_gpu(out, &out_shape);
+    }
     let mut out = vec![T::ZERO; d.batch * d.m * d.n];
     product(&mut out, d, operand(a, ta), operand(b, tb), false);
     Tensor::from_vec(out, &out_shape)

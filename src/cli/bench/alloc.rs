@@ -31,6 +31,16 @@ unsafe impl GlobalAlloc for Counting {
 
 /// Runs `f` and returns its result with the peak live heap above the level at entry.
 pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let dev = super::device();
+    if let Some((base, _)) = dev.memory() {
+        // On a GPU: the caching allocator's peak of live device bytes.
+        dev.synchronize();
+        dev.reset_peak_memory();
+        let r = f();
+        dev.synchronize();
+        let peak = dev.memory().map_or(0, |(_, p)| p);
+        return (r, peak.saturating_sub(base));
+    }
     let base = LIVE.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
     let r = f();

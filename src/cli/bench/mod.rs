@@ -10,10 +10,12 @@ mod w2;
 mod w3;
 
 use clap::{Args, ValueEnum};
+use deq_autograd::{Device, Tensor};
 use deq_models::error::{DeqError, Result};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 /// Which workload.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -49,6 +51,33 @@ pub struct BenchArgs {
     /// Write PNG plots (W1 residual traces per solver, W2 memory against depth) into DIR.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Compute device: cpu, cuda or cuda:N. On a GPU, times wait for the device and memory
+    /// is the peak of the caching allocator.
+    #[arg(long, default_value = "cpu")]
+    device: Device,
+}
+
+static DEVICE: OnceLock<Device> = OnceLock::new();
+
+/// The device the workloads run on.
+pub(crate) fn device() -> Device {
+    DEVICE.get().copied().unwrap_or_default()
+}
+
+/// `t` on the bench device.
+pub(crate) fn on_device(t: Tensor<f32>) -> Tensor<f32> {
+    t.to_device(device())
+        .expect("the bench device was opened at start")
+}
+
+/// Zeros on the bench device.
+pub(crate) fn zeros(shape: &[usize]) -> Tensor<f32> {
+    Tensor::zeros_on(shape, device())
+}
+
+/// The cotangent 1 of a scalar loss, on the bench device.
+pub(crate) fn one() -> Tensor<f32> {
+    on_device(Tensor::scalar(1.0))
 }
 
 fn cpu_model() -> String {
@@ -71,11 +100,14 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if !(a.peak_gflops.is_finite() && a.peak_gflops > 0.0) {
         return Err(DeqError::config("--peak-gflops must be > 0"));
     }
+    a.device.open()?;
+    let _ = DEVICE.set(a.device);
     let threads = rayon::current_num_threads();
     println!(
-        "deq bench: {}, {threads} threads, peak {} GFLOP/s f32\n",
+        "deq bench: {}, {threads} threads, peak {} GFLOP/s f32, on {}\n",
         cpu_model(),
-        a.peak_gflops
+        a.peak_gflops,
+        a.device.describe()
     );
     let mut results = Vec::new();
     let all = a.workload == Workload::All;
@@ -95,7 +127,8 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     }
     if let Some(path) = &a.json {
         let doc = json!({
-            "machine": {"cpu": cpu_model(), "threads": threads, "peak_gflops": a.peak_gflops},
+            "machine": {"cpu": cpu_model(), "threads": threads, "peak_gflops": a.peak_gflops,
+                "device": a.device.describe()},
             "git_revision": env!("DEQ_GIT_REVISION"),
             "workloads": results,
         });

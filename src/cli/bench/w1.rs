@@ -2,6 +2,7 @@
 //! solver to relative tolerance 1e-5 (or 50 iterations) forward and backward, `L = Σ z*²`.
 
 use super::timing::{measure, median};
+use super::{on_device, one, zeros};
 use deq_autograd::{matmul_tensor, Rng, Tape, Tensor, Var};
 use deq_solvers::{deq, BackwardMode, DeqConfig, SolverConfig, SolverKind, StopMode};
 use serde_json::{json, Value};
@@ -25,6 +26,10 @@ fn spectral_norm(w: &Tensor<f32>) -> f64 {
     sigma
 }
 
+fn on_cpu(t: Tensor<f32>) -> Tensor<f32> {
+    t.to_device(deq_autograd::Device::Cpu).expect("cpu")
+}
+
 struct Run {
     fwd_ms: f64,
     bwd_ms: f64,
@@ -39,14 +44,17 @@ struct Run {
 
 fn run(params: &[Tensor<f32>], x: &Tensor<f32>, cfg: &DeqConfig) -> Run {
     let tape = Tape::new();
-    let xv = Var::constant(x.clone());
-    let pv: Vec<Var<f32>> = params.iter().map(|p| tape.leaf(p.clone())).collect();
+    let xv = Var::constant(on_device(x.clone()));
+    let pv: Vec<Var<f32>> = params
+        .iter()
+        .map(|p| tape.leaf(on_device(p.clone())))
+        .collect();
     let ((out, loss), fwd_ms, f1) = measure(|| {
-        let out = deq(&cell, &xv, &pv, &Tensor::zeros(&[64, 256]), cfg);
+        let out = deq(&cell, &xv, &pv, &zeros(&[64, 256]), cfg);
         let loss = out.z.mul(&out.z).sum_all();
         (out, loss)
     });
-    let (g, bwd_ms, f2) = measure(|| tape.vjp(&[&loss], &[&Tensor::scalar(1.0)], &[&pv[0]]));
+    let (g, bwd_ms, f2) = measure(|| tape.vjp(&[&loss], &[&one()], &[&pv[0]]));
     let fwd = out.stats.forward.clone();
     let bwd = out.stats.backward();
     Run {
@@ -56,7 +64,7 @@ fn run(params: &[Tensor<f32>], x: &Tensor<f32>, cfg: &DeqConfig) -> Run {
         bwd_evals: bwd.as_ref().map_or(0, |s| s.f_evals),
         fwd_resid: fwd.as_ref().map_or(0.0, |s| s.max_rel()),
         bwd_resid: bwd.as_ref().map_or(0.0, |s| s.max_rel()),
-        grad_w: g.into_iter().next().expect("one gradient"),
+        grad_w: on_cpu(g.into_iter().next().expect("one gradient")),
         gflop: f1 + f2,
         trace: fwd
             .and_then(|s| s.rel_trace.first().cloned())

@@ -5,6 +5,7 @@
 use super::alloc::peak_during;
 use super::block::{block, params, D};
 use super::timing::{measure, median};
+use super::{on_device, one, zeros};
 use deq_autograd::{Rng, Tape, Tensor, Var};
 use deq_solvers::{deq, BackwardMode, DeqConfig, SolverConfig, SolverKind, StopMode};
 use serde_json::{json, Value};
@@ -32,18 +33,18 @@ fn step(
     cfg: &DeqConfig,
 ) -> (f64, f64, f64) {
     let tape = Tape::new();
-    let pv: Vec<Var<f32>> = p.iter().map(|t| tape.leaf(t.clone())).collect();
-    let (wi, bi) = (tape.leaf(inj.clone()), tape.leaf(Tensor::zeros(&[D])));
-    let ev = tape.leaf(emb.clone());
+    let pv: Vec<Var<f32>> = p.iter().map(|t| tape.leaf(on_device(t.clone()))).collect();
+    let (wi, bi) = (tape.leaf(on_device(inj.clone())), tape.leaf(zeros(&[D])));
+    let ev = tape.leaf(on_device(emb.clone()));
     let (loss, fwd_ms, f1) = measure(|| {
         let x = ev.linear(&wi, Some(&bi));
-        let out = deq(&block, &x, &pv, &Tensor::zeros(emb.shape()), cfg);
+        let out = deq(&block, &x, &pv, &zeros(emb.shape()), cfg);
         let n = out.z.numel() as f64;
         out.z.mul(&out.z).sum_all().mul_scalar(1.0 / n)
     });
     let mut wrt: Vec<&Var<f32>> = pv.iter().collect();
     wrt.push(&wi);
-    let (_, bwd_ms, f2) = measure(|| tape.vjp(&[&loss], &[&Tensor::scalar(1.0)], &wrt));
+    let (_, bwd_ms, f2) = measure(|| tape.vjp(&[&loss], &[&one()], &wrt));
     (fwd_ms, bwd_ms, f1 + f2)
 }
 

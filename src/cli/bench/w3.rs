@@ -6,6 +6,7 @@ use super::alloc::peak_during;
 use super::block::{block, params, D};
 use super::timing::{measure, median};
 use super::w2::fixed_broyden;
+use super::{on_device, one, zeros};
 use deq_autograd::{Rng, Tape, Tensor, Var};
 use deq_models::optim::{Adam, AdamConfig};
 use deq_solvers::{deq, BackwardMode};
@@ -41,6 +42,7 @@ pub fn bench(reps: usize, peak: f64) -> Value {
         Tensor::<f32>::rand_uniform(&[D], -1.0 / 16.0, 1.0 / 16.0, &mut rng),
     ];
     p.extend(params(&mut rng));
+    let mut p: Vec<Tensor<f32>> = p.into_iter().map(on_device).collect();
     let ids = zipf(8 * 129, &mut rng);
     let (mut inputs, mut targets) = (Vec::new(), Vec::new());
     for row in ids.chunks(129) {
@@ -56,11 +58,11 @@ pub fn bench(reps: usize, peak: f64) -> Value {
         let (loss, fwd, g1) = measure(|| {
             let emb = pv[0].embedding(&inputs, &[8, 128]);
             let x = emb.linear(&pv[2], Some(&pv[3]));
-            let out = deq(&block, &x, &pv[4..], &Tensor::zeros(&[8, 128, D]), &cfg);
+            let out = deq(&block, &x, &pv[4..], &zeros(&[8, 128, D]), &cfg);
             out.z.linear(&pv[0], Some(&pv[1])).cross_entropy(&targets)
         });
         let wrt: Vec<&Var<f32>> = pv.iter().collect();
-        let (grads, bwd, g2) = measure(|| tape.vjp(&[&loss], &[&Tensor::scalar(1.0)], &wrt));
+        let (grads, bwd, g2) = measure(|| tape.vjp(&[&loss], &[&one()], &wrt));
         drop(tape);
         let (_, opt, _) = measure(|| adam.step(p, &grads, 1e-3));
         (fwd, bwd, opt, g1 + g2, loss.item())
