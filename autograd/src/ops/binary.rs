@@ -1,6 +1,8 @@
 //! Element-wise arithmetic with broadcasting (`+ - × ÷`) and scalar shifts and scales.
 
 use super::broadcast::{broadcast_shape, broadcast_strides, walk2};
+#[cfg(feature = "cuda")]
+use crate::device::{buf, common_device, Device};
 use crate::float::Float;
 use crate::kernels;
 use crate::tape::Backward;
@@ -22,6 +24,17 @@ impl Kind {
             Kind::Sub => "sub",
             Kind::Mul => "mul",
             Kind::Div => "div",
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn gpu(self) -> deq_cuda::ops::broadcast::BinaryKind {
+        use deq_cuda::ops::broadcast::BinaryKind as G;
+        match self {
+            Kind::Add => G::Add,
+            Kind::Sub => G::Sub,
+            Kind::Mul => G::Mul,
+            Kind::Div => G::Div,
         }
     }
 
@@ -87,11 +100,44 @@ impl<T: Float> Backward<T> for BinaryBackward<T> {
             dst[if k == 0 { ia } else { ib }] += d;
         });
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        let name = self.kind.name();
+        let a = (buf(name, &self.a), self.a.shape());
+        let b = (buf(name, &self.b), self.b.shape());
+        deq_cuda::ops::broadcast::binary_backward(self.kind.gpu(), k, g, a, b, &self.out, dst, acc);
+    }
 }
 
 fn binary<T: Float>(kind: Kind, a: &Var<T>, b: &Var<T>) -> Var<T> {
     let (av, bv) = (a.value(), b.value());
     let out_shape = broadcast_shape(kind.name(), av.shape(), bv.shape());
+    #[cfg(feature = "cuda")]
+    if common_device(kind.name(), &[av, bv]) != Device::Cpu {
+        let (name, a_shape, b_shape) = (kind.name(), av.shape(), bv.shape());
+        let out = deq_cuda::ops::broadcast::binary(
+            kind.gpu(),
+            buf(name, av),
+            a_shape,
+            buf(name, bv),
+            b_shape,
+            &out_shape,
+        );
+        let value = Tensor::from_gpu(out, &out_shape);
+        return record(value, &[a, b], || BinaryBackward {
+            kind,
+            a: av.clone(),
+            b: bv.clone(),
+            out: out_shape.clone(),
+        });
+    }
     let numel: usize = out_shape.iter().product();
     let mut out = vec![T::ZERO; numel];
     if av.shape() == bv.shape() {
@@ -136,6 +182,17 @@ impl<T: Float> Backward<T> for ScalarBackward {
             kernels::map_into(dst, g, |g| g * s, acc);
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        deq_cuda::ops::elementwise::scale_into(g, self.scale, dst, acc);
+    }
 }
 
 impl<T: Float> Var<T> {
@@ -161,6 +218,12 @@ impl<T: Float> Var<T> {
 
     /// `self · scale + shift` with constant scalars.
     pub fn affine(&self, scale: f64, shift: f64) -> Var<T> {
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            let y = deq_cuda::ops::elementwise::affine(x, scale, shift);
+            let value = Tensor::from_gpu(y, self.shape());
+            return record(value, &[self], || ScalarBackward { scale });
+        }
         let (s, c) = (T::from_f64(scale), T::from_f64(shift));
         let value = self.value().map(move |x| x * s + c);
         record(value, &[self], || ScalarBackward { scale })

@@ -17,6 +17,17 @@ struct Layout {
     inner: usize,
 }
 
+#[cfg(feature = "cuda")]
+impl Layout {
+    fn gpu(self) -> deq_cuda::ops::reduce::AxisLayout {
+        deq_cuda::ops::reduce::AxisLayout {
+            outer: self.outer,
+            len: self.len,
+            inner: self.inner,
+        }
+    }
+}
+
 fn layout(op: &str, shape: &[usize], axis: usize) -> Layout {
     assert!(
         axis < shape.len(),
@@ -60,12 +71,26 @@ impl<T: Float> Backward<T> for SumBackward {
             }
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        deq_cuda::ops::reduce::sum_axis_backward(g, self.l.gpu(), self.scale, dst, acc);
+    }
 }
 
 struct MaxBackward {
     l: Layout,
-    /// Position along the axis of each output's maximum.
+    /// Position along the axis of each output's maximum (empty for a cuda recording).
     argmax: Vec<u32>,
+    /// The same positions on the device, for a cuda recording.
+    #[cfg(feature = "cuda")]
+    argmax_gpu: Option<deq_cuda::IndexBuffer>,
 }
 
 impl<T: Float> Backward<T> for MaxBackward {
@@ -80,6 +105,21 @@ impl<T: Float> Backward<T> for MaxBackward {
             let (o, i) = (j / inner, j % inner);
             dst[(o * len + l as usize) * inner + i] += gv;
         }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        let argmax = self
+            .argmax_gpu
+            .as_ref()
+            .expect("max: a cuda recording keeps its argmax");
+        deq_cuda::ops::reduce::max_axis_backward(g, argmax, self.l.gpu(), dst, acc);
     }
 }
 
@@ -112,6 +152,12 @@ impl<T: Float> Var<T> {
 
     fn scaled_sum(&self, op: &str, axis: usize, keepdim: bool, scale: f64) -> Var<T> {
         let l = layout(op, self.shape(), axis);
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            let out = deq_cuda::ops::reduce::sum_axis(x, l.gpu(), scale);
+            let value = Tensor::from_gpu(out, &reduced_shape(self.shape(), axis, keepdim));
+            return record(value, &[self], || SumBackward { l, scale });
+        }
         let out = sum_layout(self.value().data(), l, T::from_f64(scale));
         let value = Tensor::from_vec(out, &reduced_shape(self.shape(), axis, keepdim));
         record(value, &[self], || SumBackward { l, scale })
@@ -149,6 +195,11 @@ impl<T: Float> Var<T> {
             len: self.numel(),
             inner: 1,
         };
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            let value = Tensor::from_gpu(deq_cuda::ops::reduce::sum_axis(x, l.gpu(), 1.0), &[]);
+            return record(value, &[self], || SumBackward { l, scale: 1.0 });
+        }
         let value = Tensor::from_vec(sum_layout(self.value().data(), l, T::ONE), &[]);
         record(value, &[self], || SumBackward { l, scale: 1.0 })
     }
@@ -162,6 +213,11 @@ impl<T: Float> Var<T> {
             inner: 1,
         };
         let scale = 1.0 / n as f64;
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            let value = Tensor::from_gpu(deq_cuda::ops::reduce::sum_axis(x, l.gpu(), scale), &[]);
+            return record(value, &[self], || SumBackward { l, scale });
+        }
         let out = sum_layout(self.value().data(), l, T::from_f64(scale));
         record(Tensor::from_vec(out, &[]), &[self], || SumBackward {
             l,
@@ -191,6 +247,16 @@ impl<T: Float> Var<T> {
             "max: cannot reduce an empty axis of {:?}",
             self.shape()
         );
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            let (out, argmax) = deq_cuda::ops::reduce::max_axis(x, l.gpu());
+            let value = Tensor::from_gpu(out, &out_shape);
+            return record(value, &[self], || MaxBackward {
+                l,
+                argmax: Vec::new(),
+                argmax_gpu: Some(argmax),
+            });
+        }
         let x = self.value().data();
         let mut out = vec![T::ZERO; l.outer * l.inner];
         let mut argmax = vec![0u32; l.outer * l.inner];
@@ -212,6 +278,8 @@ impl<T: Float> Var<T> {
         record(Tensor::from_vec(out, &out_shape), &[self], || MaxBackward {
             l,
             argmax,
+            #[cfg(feature = "cuda")]
+            argmax_gpu: None,
         })
     }
 }

@@ -2,6 +2,8 @@
 //! concatenation and constant padding. Their VJPs move the gradient back the same way.
 
 use super::broadcast::walk1;
+#[cfg(feature = "cuda")]
+use crate::device::{common_device, Device};
 use crate::float::Float;
 use crate::kernels;
 use crate::tape::Backward;
@@ -16,6 +18,21 @@ impl<T: Float> Backward<T> for ReshapeBackward {
     }
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
         kernels::write(dst, g, acc);
+    }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        if acc {
+            deq_cuda::ops::elementwise::scale_into(g, 1.0, dst, true);
+        } else {
+            dst.copy_from(g);
+        }
     }
 }
 
@@ -35,6 +52,27 @@ impl<T: Float> Backward<T> for PermuteBackward {
             walk1(&self.out, &self.strides, |i, ia| dst[ia] = g[i]);
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        use deq_cuda::ops::strided::{contiguous_strides, strided_copy, Strided};
+        let dense = contiguous_strides(&self.out);
+        let from = Strided {
+            offset: 0,
+            strides: &dense,
+        };
+        let to = Strided {
+            offset: 0,
+            strides: &self.strides,
+        };
+        strided_copy("permute", &self.out, g, from, dst, to, acc);
+    }
 }
 
 /// Copies of a `[outer, len, inner]` block: a window `[start, start + size)` of the middle axis
@@ -49,6 +87,17 @@ struct Window {
 }
 
 impl Window {
+    #[cfg(feature = "cuda")]
+    fn gpu(self) -> deq_cuda::ops::strided::Window {
+        deq_cuda::ops::strided::Window {
+            outer: self.outer,
+            inner: self.inner,
+            total: self.total,
+            start: self.start,
+            size: self.size,
+        }
+    }
+
     fn range(&self, o: usize) -> std::ops::Range<usize> {
         let begin = (o * self.total + self.start) * self.inner;
         begin..begin + self.size * self.inner
@@ -72,6 +121,21 @@ impl<T: Float> Backward<T> for NarrowBackward {
             kernels::write(&mut dst[r], &g[o * chunk..(o + 1) * chunk], true);
         }
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        // As on the CPU: zeros first unless accumulating, then add g into the window.
+        if !acc {
+            dst.fill_zero();
+        }
+        deq_cuda::ops::strided::write_window(g, dst, self.w.gpu(), true);
+    }
 }
 
 /// VJP of placing an input inside a larger output (concat, pad): read the input's window of g.
@@ -89,6 +153,17 @@ impl<T: Float> Backward<T> for PlaceBackward {
         for o in 0..w.outer {
             kernels::write(&mut dst[o * chunk..(o + 1) * chunk], &g[w.range(o)], acc);
         }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        deq_cuda::ops::strided::read_window(g, self.windows[k].gpu(), dst, acc);
     }
 }
 
@@ -124,6 +199,23 @@ impl<T: Float> Var<T> {
         }
         let out: Shape = perm.iter().map(|&p| shape[p]).collect();
         let strides: Shape = perm.iter().map(|&p| in_strides[p]).collect();
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            use deq_cuda::ops::strided::{contiguous_strides, strided_copy, Strided};
+            let mut y = x.gpu().alloc::<T>(x.len());
+            let dense = contiguous_strides(&out);
+            let from = Strided {
+                offset: 0,
+                strides: &strides,
+            };
+            let to = Strided {
+                offset: 0,
+                strides: &dense,
+            };
+            strided_copy("permute", &out, x, from, &mut y, to, false);
+            let value = Tensor::from_gpu(y, &out);
+            return record(value, &[self], || PermuteBackward { out, strides });
+        }
         let x = self.value().data();
         let mut values = vec![T::ZERO; x.len()];
         walk1(&out, &strides, |i, ia| values[i] = x[ia]);
@@ -160,13 +252,20 @@ impl<T: Float> Var<T> {
             start,
             size: len,
         };
+        let mut out = Shape::from_slice(shape);
+        out[axis] = len;
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            let mut y = x.gpu().alloc::<T>(w.outer * len * w.inner);
+            deq_cuda::ops::strided::read_window(x, w.gpu(), &mut y, false);
+            let value = Tensor::from_gpu(y, &out);
+            return record(value, &[self], || NarrowBackward { w });
+        }
         let x = self.value().data();
         let mut values = Vec::with_capacity(w.outer * len * w.inner);
         for o in 0..w.outer {
             values.extend_from_slice(&x[w.range(o)]);
         }
-        let mut out = Shape::from_slice(shape);
-        out[axis] = len;
         record(Tensor::from_vec(values, &out), &[self], || NarrowBackward {
             w,
         })
@@ -207,6 +306,22 @@ impl<T: Float> Var<T> {
             });
             start += size;
         }
+        let mut out = Shape::from_slice(first);
+        out[axis] = total;
+        #[cfg(feature = "cuda")]
+        {
+            let values: Vec<&Tensor<T>> = parts.iter().map(|p| p.value()).collect();
+            if common_device("concat", &values) != Device::Cpu {
+                let gpu = values[0].gpu().expect("concat: a cuda tensor").gpu();
+                let mut y = gpu.alloc::<T>(outer * total * inner);
+                for (v, w) in values.iter().zip(&windows) {
+                    let x = crate::device::buf("concat", v);
+                    deq_cuda::ops::strided::write_window(x, &mut y, w.gpu(), false);
+                }
+                let value = Tensor::from_gpu(y, &out);
+                return record(value, parts, || PlaceBackward { windows });
+            }
+        }
         let mut values = vec![T::ZERO; outer * total * inner];
         for (p, w) in parts.iter().zip(&windows) {
             let x = p.value().data();
@@ -215,8 +330,6 @@ impl<T: Float> Var<T> {
                 values[w.range(o)].copy_from_slice(&x[o * chunk..(o + 1) * chunk]);
             }
         }
-        let mut out = Shape::from_slice(first);
-        out[axis] = total;
         record(Tensor::from_vec(values, &out), parts, || PlaceBackward {
             windows,
         })
@@ -233,14 +346,22 @@ impl<T: Float> Var<T> {
             start: before,
             size: shape[axis],
         };
+        let mut out = Shape::from_slice(shape);
+        out[axis] = w.total;
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            let mut y = x.gpu().alloc::<T>(w.outer * w.total * w.inner);
+            deq_cuda::ops::elementwise::fill(&mut y, value);
+            deq_cuda::ops::strided::write_window(x, &mut y, w.gpu(), false);
+            let value = Tensor::from_gpu(y, &out);
+            return record(value, &[self], || PlaceBackward { windows: vec![w] });
+        }
         let mut values = vec![T::from_f64(value); w.outer * w.total * w.inner];
         let x = self.value().data();
         let chunk = w.size * w.inner;
         for o in 0..w.outer {
             values[w.range(o)].copy_from_slice(&x[o * chunk..(o + 1) * chunk]);
         }
-        let mut out = Shape::from_slice(shape);
-        out[axis] = w.total;
         record(Tensor::from_vec(values, &out), &[self], || PlaceBackward {
             windows: vec![w],
         })
