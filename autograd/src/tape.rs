@@ -99,6 +99,7 @@ impl<T: Float> GradBuf<T> {
                     v.resize(numel, T::ZERO);
                 }
             }
+            #[cfg(feature = "cuda")]
             (Device::Cpu, _) => *self = GradBuf::Cpu(vec![T::ZERO; numel]),
             #[cfg(feature = "cuda")]
             (Device::Cuda(n), GradBuf::Cuda(b)) if b.len() == numel && b.gpu().ordinal() == n => {}

@@ -9,16 +9,18 @@ fn unary_cases<T: Float>(dev: Device, p: &mut Parity) {
     let shape = [3, 37, 5];
     let x = randn::<T>(&shape, 1);
     let pos = uniform::<T>(&shape, 0.2, 3.0, 2);
-    p.case(dev, "neg", &[x.clone()], |v| v[0].neg());
-    p.case(dev, "exp", &[x.clone()], |v| v[0].exp());
-    p.case(dev, "log", &[pos.clone()], |v| v[0].log());
-    p.case(dev, "tanh", &[x.clone()], |v| v[0].tanh());
-    p.case(dev, "sigmoid", &[x.clone()], |v| v[0].sigmoid());
-    p.case(dev, "relu", &[x.clone()], |v| v[0].relu());
-    p.case(dev, "gelu", &[x.clone()], |v| v[0].gelu());
-    p.case(dev, "sqrt", &[pos.clone()], |v| v[0].sqrt());
-    p.case(dev, "powi(3)", &[x.clone()], |v| v[0].powi(3));
-    p.case(dev, "powi(-2)", &[pos.clone()], |v| v[0].powi(-2));
+    p.case(dev, "neg", std::slice::from_ref(&x), |v| v[0].neg());
+    p.case(dev, "exp", std::slice::from_ref(&x), |v| v[0].exp());
+    p.case(dev, "log", std::slice::from_ref(&pos), |v| v[0].log());
+    p.case(dev, "tanh", std::slice::from_ref(&x), |v| v[0].tanh());
+    p.case(dev, "sigmoid", std::slice::from_ref(&x), |v| v[0].sigmoid());
+    p.case(dev, "relu", std::slice::from_ref(&x), |v| v[0].relu());
+    p.case(dev, "gelu", std::slice::from_ref(&x), |v| v[0].gelu());
+    p.case(dev, "sqrt", std::slice::from_ref(&pos), |v| v[0].sqrt());
+    p.case(dev, "powi(3)", std::slice::from_ref(&x), |v| v[0].powi(3));
+    p.case(dev, "powi(-2)", std::slice::from_ref(&pos), |v| {
+        v[0].powi(-2)
+    });
     p.case(dev, "tanh(tanh) (chained, accumulating)", &[x], |v| {
         let t = v[0].tanh();
         t.tanh().add(&t)

@@ -28,6 +28,54 @@ impl<T: Float> Backward<T> for CrossEntropyBackward<T> {
     }
 }
 
+/// The backward rule of a cross-entropy recorded on a CUDA device.
+#[cfg(feature = "cuda")]
+struct CrossEntropyBackwardGpu<T: Float> {
+    /// `(softmax(x) - onehot(t)) / N` on the device, the gradient for a unit cotangent.
+    unit_grad: deq_cuda::GpuBuffer<T>,
+}
+
+#[cfg(feature = "cuda")]
+impl<T: Float> Backward<T> for CrossEntropyBackwardGpu<T> {
+    fn name(&self) -> &'static str {
+        "cross_entropy"
+    }
+
+    fn vjp(&self, _k: usize, _g: &[T], _dst: &mut [T], _acc: bool) {
+        unreachable!("cross_entropy: recorded on a CUDA device, differentiated on the host")
+    }
+
+    /// `dst (+)= g·unit_grad`, with the scalar cotangent `g` read on the device.
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        deq_cuda::ops::elementwise::scale_by_device_scalar(&self.unit_grad, g, dst, acc);
+    }
+}
+
+/// The forward pass on a CUDA device (targets already validated): the mean loss, and the unit
+/// gradient when the result is recorded.
+#[cfg(feature = "cuda")]
+fn cross_entropy_gpu<T: Float>(
+    logits: &Var<T>,
+    x: &deq_cuda::GpuBuffer<T>,
+    targets: &[usize],
+    c: usize,
+) -> Var<T> {
+    let want_grad = is_recording() && logits.is_recorded();
+    let t = deq_cuda::ops::embedding::upload_indices(x.gpu(), targets, "cross_entropy");
+    let (loss, unit_grad) = deq_cuda::ops::cross_entropy::cross_entropy(x, &t, c, want_grad);
+    let value = Tensor::from_gpu(loss, &[]);
+    match unit_grad {
+        Some(unit_grad) => record(value, &[logits], || CrossEntropyBackwardGpu { unit_grad }),
+        None => Var::constant(value),
+    }
+}
+
 /// Per row: the log-sum-exp, and (if `grad` is given) `(softmax - e_t)/N` written into it.
 fn row_pass<T: Float>(row: &[T], target: usize, inv_n: T, grad: Option<&mut [T]>) -> T {
     let m = row.iter().copied().fold(-T::INFINITY, T::max);
@@ -65,6 +113,10 @@ impl<T: Float> Var<T> {
         );
         if let Some(&t) = targets.iter().find(|&&t| t >= c) {
             panic!("cross_entropy: target {t} out of range for {c} classes");
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(x) = self.value().gpu() {
+            return cross_entropy_gpu(self, x, targets, c);
         }
         let x = self.value().data();
         let inv_n = T::ONE / T::from_usize(rows.max(1));

@@ -2,6 +2,8 @@
 //! mask (so that one mask can be reused across every solver iteration: variational dropout).
 
 use super::broadcast::{broadcast_shape, broadcast_strides, walk2};
+#[cfg(feature = "cuda")]
+use crate::device::{buf, common_device};
 use crate::float::Float;
 use crate::kernels;
 use crate::rng::Rng;
@@ -78,6 +80,64 @@ impl<T: Float> Backward<T> for MaskedFillBackward {
     }
 }
 
+/// The backward rule of a masked fill recorded on a CUDA device: the mask (true = filled) as
+/// device `i32` values, read through the broadcast strides.
+#[cfg(feature = "cuda")]
+struct MaskedFillBackwardGpu {
+    mask: deq_cuda::IndexBuffer,
+    out: Shape,
+    strides: Shape,
+}
+
+#[cfg(feature = "cuda")]
+impl<T: Float> Backward<T> for MaskedFillBackwardGpu {
+    fn name(&self) -> &'static str {
+        "masked_fill"
+    }
+
+    fn vjp(&self, _k: usize, _g: &[T], _dst: &mut [T], _acc: bool) {
+        unreachable!("masked_fill: recorded on a CUDA device, differentiated on the host")
+    }
+
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        deq_cuda::ops::mask::masked_fill_backward(
+            g,
+            &self.out,
+            &self.mask,
+            &self.strides,
+            dst,
+            acc,
+        );
+    }
+}
+
+/// The forward pass of [`Var::masked_fill`] on a CUDA device.
+#[cfg(feature = "cuda")]
+fn masked_fill_gpu<T: Float>(
+    x: &Var<T>,
+    xb: &deq_cuda::GpuBuffer<T>,
+    mask: &Mask,
+    value: f64,
+    out: Shape,
+    strides: Shape,
+) -> Var<T> {
+    let m = deq_cuda::ops::mask::upload_mask(xb.gpu(), mask.data());
+    let y = deq_cuda::ops::mask::masked_fill(xb, &out, &m, &strides, value);
+    record(Tensor::from_gpu(y, &out), &[x], move || {
+        MaskedFillBackwardGpu {
+            mask: m,
+            out,
+            strides,
+        }
+    })
+}
+
 struct DropoutBackward<T: Float> {
     mask: Tensor<T>,
     out: Shape,
@@ -99,6 +159,18 @@ impl<T: Float> Backward<T> for DropoutBackward<T> {
             let v = g[j] * m[im];
             dst[j] = if acc { dst[j] + v } else { v };
         });
+    }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        let m = buf("dropout", &self.mask);
+        deq_cuda::ops::mask::mask_mul(g, m, &self.out, &self.strides, dst, acc);
     }
 }
 
@@ -129,6 +201,10 @@ impl<T: Float> Var<T> {
     pub fn masked_fill(&self, mask: &Mask, value: f64) -> Var<T> {
         let out = Shape::from_slice(self.shape());
         let strides = mask_strides("masked_fill", mask.shape(), &out);
+        #[cfg(feature = "cuda")]
+        if let Some(xb) = self.value().gpu() {
+            return masked_fill_gpu(self, xb, mask, value, out, strides);
+        }
         let (x, m, fill) = (self.value().data(), mask.data(), T::from_f64(value));
         let mut values = vec![T::ZERO; x.len()];
         walk2(&out, &strides, &strides, |j, im, _| {
@@ -148,6 +224,16 @@ impl<T: Float> Var<T> {
     pub fn dropout(&self, mask: &Tensor<T>) -> Var<T> {
         let out = Shape::from_slice(self.shape());
         let strides = mask_strides("dropout", mask.shape(), &out);
+        #[cfg(feature = "cuda")]
+        if let crate::Device::Cuda(_) = common_device("dropout", &[self.value(), mask]) {
+            let (xb, mb) = (buf("dropout", self.value()), buf("dropout", mask));
+            let y = deq_cuda::ops::mask::dropout(xb, mb, &out, &strides);
+            return record(Tensor::from_gpu(y, &out), &[self], || DropoutBackward {
+                mask: mask.clone(),
+                out: out.clone(),
+                strides: strides.clone(),
+            });
+        }
         let (x, m) = (self.value().data(), mask.data());
         let mut values = vec![T::ZERO; x.len()];
         if mask.shape() == self.shape() {

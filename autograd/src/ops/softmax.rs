@@ -3,6 +3,8 @@
 //! Softmax `y = e^(x - max) / Σ e^(x - max)` has VJP `∂x = y ⊙ (g - ⟨g, y⟩)` per row;
 //! log-softmax `y = x - logsumexp(x)` has `∂x = g - softmax(x)·Σg`. Both keep only the output.
 
+#[cfg(feature = "cuda")]
+use crate::device::buf;
 use crate::float::Float;
 use crate::kernels::PAR_MIN;
 use crate::tape::Backward;
@@ -76,10 +78,28 @@ impl<T: Float> Backward<T> for SoftmaxBackward<T> {
             }
         });
     }
+
+    #[cfg(feature = "cuda")]
+    fn vjp_gpu(
+        &self,
+        _k: usize,
+        g: &deq_cuda::GpuBuffer<T>,
+        dst: &mut deq_cuda::GpuBuffer<T>,
+        acc: bool,
+    ) {
+        let y = buf(self.name(), &self.y);
+        deq_cuda::ops::softmax::softmax_backward(g, y, self.d, self.log, dst, acc);
+    }
 }
 
 fn softmax_impl<T: Float>(x: &Var<T>, log: bool) -> Var<T> {
     let d = last_dim(if log { "log_softmax" } else { "softmax" }, x.shape());
+    #[cfg(feature = "cuda")]
+    if let Some(xb) = x.value().gpu() {
+        let value = Tensor::from_gpu(deq_cuda::ops::softmax::softmax(xb, d, log), x.shape());
+        let y = value.clone();
+        return record(value, &[x], move || SoftmaxBackward { y, d, log });
+    }
     let xs = x.value().data();
     let mut out = vec![T::ZERO; xs.len()];
     rows_mut(&mut out, d, |r, o| {
