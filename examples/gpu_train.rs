@@ -94,7 +94,7 @@ fn run() -> Result<(), String> {
         tokens += m.tokens;
         skipped += m.skipped as usize;
         let secs = start.elapsed().as_secs_f64();
-        if m.step % 50 == 0 || m.step == 1 {
+        if m.step.is_multiple_of(50) || m.step == 1 {
             println!(
                 "step {:>6}  loss {:.3}  fwd {:>2} it  bwd {:>2} it  {:.0} tokens/s  {:.0} s",
                 m.step,

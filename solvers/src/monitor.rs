@@ -87,6 +87,7 @@ impl Tracker {
 
     /// Judges every active sample from its residual sums `(‖f(z) − z‖², ‖f(z)‖²)` at batch
     /// iteration `iteration`; inactive samples get the default verdict (nothing to do).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(crate) fn judge_all(&mut self, sums: &[(f64, f64)], iteration: usize) -> Vec<Verdict> {
         let rule = Rule {
             iteration,

@@ -91,7 +91,7 @@ fn every_solver_finds_the_same_fixed_point_on_the_gpu() {
             let (wv, xv) = (Var::constant(w), Var::constant(x.clone()));
             let f = |z: &Tensor<f64>| {
                 TanhCell
-                    .apply(&Var::constant(z.clone()), &xv, &[wv.clone()])
+                    .apply(&Var::constant(z.clone()), &xv, std::slice::from_ref(&wv))
                     .into_value()
             };
             let z0 = Tensor::zeros_on(x.shape(), device);
@@ -130,7 +130,7 @@ fn implicit_gradients_match_on_the_gpu() {
             let wv = tape.leaf(w.to_device(device).unwrap());
             let xv = tape.leaf(x.to_device(device).unwrap());
             let z0 = Tensor::zeros_on(x.shape(), device);
-            let out = deq(&TanhCell, &xv, &[wv.clone()], &z0, &cfg);
+            let out = deq(&TanhCell, &xv, std::slice::from_ref(&wv), &z0, &cfg);
             let loss = out.z.mul(&out.z).sum_all();
             let one = Tensor::<f64>::ones(&[]).to_device(device).unwrap();
             let g = tape.vjp(&[&loss], &[&one], &[&wv, &xv]);
