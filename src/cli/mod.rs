@@ -5,6 +5,7 @@ mod data_source;
 mod eval;
 mod generate;
 mod gradcheck;
+pub mod malloc;
 mod plot;
 mod progress;
 mod train;

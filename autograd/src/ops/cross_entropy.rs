@@ -7,10 +7,11 @@
 
 use super::softmax::rows_mut;
 use crate::float::Float;
-use crate::kernels;
+use crate::kernels::{self, PAR_MIN};
 use crate::tape::Backward;
 use crate::tensor::Tensor;
 use crate::var::{is_recording, record, Var};
+use rayon::prelude::*;
 
 struct CrossEntropyBackward<T: Float> {
     /// `(softmax(x) - onehot(t)) / N`, the gradient for a unit cotangent.
@@ -135,9 +136,19 @@ impl<T: Float> Var<T> {
                 unsafe { *lse_ptr.get().add(r) = v };
             });
         } else {
-            rows_mut(&mut lse, 1, |r, o| {
-                o[0] = row_pass(&x[r * c..(r + 1) * c], targets[r], inv_n, None)
-            });
+            // One output per row of `c` logits: parallel by the logits read, not the outputs.
+            let pass = |(r, o): (usize, &mut T)| {
+                *o = row_pass(&x[r * c..(r + 1) * c], targets[r], inv_n, None)
+            };
+            if x.len() >= PAR_MIN {
+                let rows_per_task = (PAR_MIN / c).max(1);
+                lse.par_iter_mut()
+                    .enumerate()
+                    .with_min_len(rows_per_task)
+                    .for_each(pass);
+            } else {
+                lse.iter_mut().enumerate().for_each(pass);
+            }
         }
         let total: f64 = targets
             .iter()

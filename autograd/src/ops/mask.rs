@@ -5,11 +5,12 @@ use super::broadcast::{broadcast_shape, broadcast_strides, walk2};
 #[cfg(feature = "cuda")]
 use crate::device::{buf, common_device};
 use crate::float::Float;
-use crate::kernels;
+use crate::kernels::{self, PAR_MIN};
 use crate::rng::Rng;
 use crate::tape::Backward;
 use crate::tensor::{Shape, Tensor};
 use crate::var::{record, Var};
+use rayon::prelude::*;
 
 /// A boolean mask with a shape; `true` marks entries to replace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,10 +74,27 @@ impl<T: Float> Backward<T> for MaskedFillBackward {
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
         let keep = &self.keep;
-        walk2(&self.out, &self.strides, &self.strides, |j, im, _| {
-            let v = if keep[im] { g[j] } else { T::ZERO };
-            dst[j] = if acc { dst[j] + v } else { v };
-        });
+        match repeated_block(&self.out, &self.strides) {
+            Some(block) => {
+                let pass = |(d, gs): (&mut [T], &[T])| {
+                    for ((d, &g), &k) in d.iter_mut().zip(gs).zip(keep) {
+                        let v = if k { g } else { T::ZERO };
+                        *d = if acc { *d + v } else { v };
+                    }
+                };
+                if g.len() >= PAR_MIN {
+                    dst.par_chunks_mut(block)
+                        .zip(g.par_chunks(block))
+                        .for_each(pass);
+                } else {
+                    dst.chunks_mut(block).zip(g.chunks(block)).for_each(pass);
+                }
+            }
+            None => walk2(&self.out, &self.strides, &self.strides, |j, im, _| {
+                let v = if keep[im] { g[j] } else { T::ZERO };
+                dst[j] = if acc { dst[j] + v } else { v };
+            }),
+        }
     }
 }
 
@@ -174,6 +192,21 @@ impl<T: Float> Backward<T> for DropoutBackward<T> {
     }
 }
 
+/// When a mask broadcast over `out` (with `strides`) is the whole mask repeated over leading
+/// axes (its strides are 0 on a leading run of axes and row-major on the rest), the length of
+/// one repetition; `None` for any other broadcast.
+fn repeated_block(out: &[usize], strides: &[usize]) -> Option<usize> {
+    let lead = strides.iter().take_while(|&&s| s == 0).count();
+    let mut expect = 1;
+    for ax in (lead..out.len()).rev() {
+        if out[ax] != 1 && strides[ax] != expect {
+            return None;
+        }
+        expect *= out[ax];
+    }
+    (expect > 0).then_some(expect)
+}
+
 fn mask_strides(op: &str, mask: &[usize], x: &[usize]) -> Shape {
     let b = broadcast_shape(op, x, mask);
     assert!(
@@ -207,9 +240,29 @@ impl<T: Float> Var<T> {
         }
         let (x, m, fill) = (self.value().data(), mask.data(), T::from_f64(value));
         let mut values = vec![T::ZERO; x.len()];
-        walk2(&out, &strides, &strides, |j, im, _| {
-            values[j] = if m[im] { fill } else { x[j] }
-        });
+        match repeated_block(&out, &strides) {
+            // The usual case (a causal mask over [B, H, T, K] scores): the mask repeats whole,
+            // so each block is a straight zip, in parallel over blocks.
+            Some(block) => {
+                let fill_block = |(o, xs): (&mut [T], &[T])| {
+                    for ((o, &x), &masked) in o.iter_mut().zip(xs).zip(m) {
+                        *o = if masked { fill } else { x };
+                    }
+                };
+                let pairs = values.par_chunks_mut(block).zip(x.par_chunks(block));
+                if x.len() >= PAR_MIN {
+                    pairs.for_each(fill_block);
+                } else {
+                    values
+                        .chunks_mut(block)
+                        .zip(x.chunks(block))
+                        .for_each(fill_block);
+                }
+            }
+            None => walk2(&out, &strides, &strides, |j, im, _| {
+                values[j] = if m[im] { fill } else { x[j] }
+            }),
+        }
         record(Tensor::from_vec(values, &out), &[self], || {
             MaskedFillBackward {
                 keep: m.iter().map(|&b| !b).collect(),
