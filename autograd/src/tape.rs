@@ -347,6 +347,11 @@ impl<T: Float> Tape<T> {
 
 fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
     let i = step.node as usize;
+    if !ws.written[i] {
+        // No gradient reached this node in this sweep (a custom op returned `None` for it):
+        // it is zero and contributes nothing; its buffer may hold a previous call's values.
+        return;
+    }
     let node = &nodes[i];
     let (lower, upper) = ws.grads.split_at_mut(i);
     let g = &upper[0];

@@ -196,6 +196,38 @@ fn custom_op_vjp_is_called_with_the_cotangent() {
     assert_eq!(g[0].data(), &[3.0, 3.0]);
 }
 
+/// A custom op that gives no gradient (`None`) to an input that needs one: that input's
+/// subgraph contributes zero, on the first VJP and on every replay (no stale buffer is read).
+#[test]
+fn a_custom_op_returning_none_blocks_its_input_on_every_replay() {
+    let tape = Tape::<f64>::new();
+    let x = tape.leaf(Tensor::from_vec(vec![1.0, 2.0], &[2]));
+    let h = x.mul_scalar(2.0);
+    let stop = custom_op(
+        h.value().clone(),
+        &[&h],
+        Box::new(|_, needs| {
+            assert!(needs[0]);
+            vec![None]
+        }),
+    );
+    let out = stop.add(&x).sum_all();
+    for _ in 0..3 {
+        let g = tape.vjp(&[&out], &[&Tensor::scalar(1.0)], &[&x]);
+        assert_eq!(
+            g[0].data(),
+            &[1.0, 1.0],
+            "only the direct path x -> out counts"
+        );
+    }
+    // A different VJP through `h` in between must not leak into the next replay of `out`.
+    let hs = h.sum_all();
+    let gh = tape.vjp(&[&hs], &[&Tensor::scalar(1.0)], &[&x]);
+    assert_eq!(gh[0].data(), &[2.0, 2.0]);
+    let g = tape.vjp(&[&out], &[&Tensor::scalar(1.0)], &[&x]);
+    assert_eq!(g[0].data(), &[1.0, 1.0]);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 

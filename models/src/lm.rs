@@ -253,8 +253,13 @@ impl<T: Float> LanguageModel<T> {
                     .causal_conv1d(&p[inject_w.0], Some(&p[inject_b.0]), 1)
                     .narrow(1, 1, t);
                 let eff = cell.prepare(p);
-                let step = cell.step(batch, mem.z.clone(), rng);
                 let h = cell.cfg.hidden;
+                // No memory yet: a zero history on the parameters' device.
+                let history = mem
+                    .z
+                    .clone()
+                    .unwrap_or_else(|| Tensor::zeros_on(&[batch, 1, 2 * h], device));
+                let step = cell.step(batch, Some(history), rng);
                 let z0 = Tensor::zeros_on(&[batch, t, 2 * h], device);
                 let res = deq(&step, &u, &eff, &z0, deq_cfg);
                 let memory = Memory {

@@ -147,3 +147,180 @@ fn implicit_gradients_match_on_the_gpu() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// How sample 0 misbehaves while the others follow the tanh cell.
+#[derive(Clone, Copy, PartialEq)]
+enum Bad {
+    /// Every sample is well behaved.
+    None,
+    /// `z ↦ 10z + 1`: naive iteration grows until the protective stop trips.
+    Explodes,
+    /// `z ↦ 1/(z − z)`: the first residual is infinite (non-finite stop, restore of `z0`).
+    Infinite,
+}
+
+struct Cell(Bad);
+
+impl ImplicitCell<f64> for Cell {
+    fn apply(&self, z: &Var<f64>, x: &Var<f64>, params: &[Var<f64>]) -> Var<f64> {
+        let b = z.dim(0);
+        let good = TanhCell.apply(&z.narrow(0, 1, b - 1), &x.narrow(0, 1, b - 1), params);
+        let z0 = z.narrow(0, 0, 1);
+        let first = match self.0 {
+            Bad::None => TanhCell.apply(&z0, &x.narrow(0, 0, 1), params),
+            Bad::Explodes => z0.mul_scalar(10.0).add_scalar(1.0),
+            Bad::Infinite => z0.sub(&z0).powi(-1),
+        };
+        Var::concat(&[&first, &good], 0)
+    }
+}
+
+/// Every statistic of a solve, CPU against GPU: traces to 1e-9 relative, counters exactly.
+fn compare_stats(
+    name: &str,
+    c: &deq_solvers::SolveStats,
+    g: &deq_solvers::SolveStats,
+    failures: &mut Vec<String>,
+) {
+    let same = |what: &str, a: String, b: String, failures: &mut Vec<String>| {
+        if a != b {
+            failures.push(format!("{name}: {what} cpu {a} gpu {b}"));
+        }
+    };
+    same(
+        "iterations",
+        format!("{}", c.iterations),
+        format!("{}", g.iterations),
+        failures,
+    );
+    same(
+        "f_evals",
+        format!("{}", c.f_evals),
+        format!("{}", g.f_evals),
+        failures,
+    );
+    same(
+        "sample_iterations",
+        format!("{:?}", c.sample_iterations),
+        format!("{:?}", g.sample_iterations),
+        failures,
+    );
+    same(
+        "converged",
+        format!("{:?}", c.converged),
+        format!("{:?}", g.converged),
+        failures,
+    );
+    same(
+        "diverged",
+        format!("{:?}", c.diverged),
+        format!("{:?}", g.diverged),
+        failures,
+    );
+    same(
+        "fallback_steps",
+        format!("{}", c.fallback_steps),
+        format!("{}", g.fallback_steps),
+        failures,
+    );
+    same(
+        "lowrank",
+        format!("{} {}", c.lowrank_capacity, c.lowrank_pairs_max),
+        format!("{} {}", g.lowrank_capacity, g.lowrank_pairs_max),
+        failures,
+    );
+    for (s, (tc, tg)) in c.abs_trace.iter().zip(&g.abs_trace).enumerate() {
+        if tc.len() != tg.len() {
+            failures.push(format!(
+                "{name}: sample {s} trace lengths {} vs {}",
+                tc.len(),
+                tg.len()
+            ));
+            continue;
+        }
+        for (a, b) in tc.iter().zip(tg) {
+            let ok = (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-9 * a.abs().max(1e-30);
+            if !ok {
+                failures.push(format!("{name}: sample {s} residual {a:e} vs {b:e}"));
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn solver_statistics_match_on_the_gpu_in_hard_cases() {
+    let (w, x) = problem();
+    // The CPU references run everywhere (they check the cases exercise what they claim);
+    // the GPU comparison runs where a device is present.
+    let dev = gpu();
+    let anderson = |m, lam| SolverKind::Anderson { m, lam, beta: 1.0 };
+    let cases: Vec<(&str, SolverKind, usize, Bad)> = vec![
+        (
+            "broyden ring of 3",
+            SolverKind::Broyden { memory: 3 },
+            40,
+            Bad::None,
+        ),
+        ("anderson m=2", anderson(2, 1e-10), 40, Bad::None),
+        (
+            "naive damped",
+            SolverKind::Naive { tau: 0.7 },
+            60,
+            Bad::None,
+        ),
+        (
+            "naive, exploding sample",
+            SolverKind::Naive { tau: 1.0 },
+            30,
+            Bad::Explodes,
+        ),
+        (
+            "broyden, infinite sample",
+            SolverKind::Broyden { memory: 8 },
+            30,
+            Bad::Infinite,
+        ),
+        (
+            "anderson, infinite sample",
+            anderson(4, 1e-8),
+            30,
+            Bad::Infinite,
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, kind, iters, bad) in cases {
+        let cfg = SolverConfig::new(kind, iters, 1e-12, StopMode::Rel).expect("valid config");
+        let run = |device: Device| {
+            let (wv, xv) = (
+                Var::constant(w.to_device(device).unwrap()),
+                Var::constant(x.to_device(device).unwrap()),
+            );
+            let f = |z: &Tensor<f64>| {
+                let z = Var::constant(z.clone());
+                let p = std::slice::from_ref(&wv);
+                Cell(bad).apply(&z, &xv, p).into_value()
+            };
+            let (z, stats) = solve(&cfg, f, &Tensor::zeros_on(x.shape(), device));
+            (z.to_vec(), stats)
+        };
+        let (zc, sc) = run(Device::Cpu);
+        if bad != Bad::None && !(sc.diverged[0] && sc.diverged[1..].iter().all(|d| !d)) {
+            failures.push(format!("{name}: the CPU reference flags {:?}", sc.diverged));
+        }
+        if name.starts_with("broyden ring") && sc.lowrank_pairs_max != 3 {
+            failures.push(format!(
+                "{name}: the ring never filled ({})",
+                sc.lowrank_pairs_max
+            ));
+        }
+        let Some(dev) = dev else { continue };
+        let (zg, sg) = run(dev);
+        let err = max_rel(&zg, &zc);
+        if err > 1e-9 {
+            failures.push(format!("{name}: iterates differ by {err:.2e}"));
+        }
+        compare_stats(name, &sc, &sg, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -89,7 +89,12 @@ impl DeqTransformerCell {
     /// weight-normalised weights and the projected position embeddings for `klen` keys. Computed
     /// once, outside the solver, on the caller's tape.
     pub fn prepare<T: Float>(&self, p: &[Var<T>], klen: usize) -> Vec<Var<T>> {
-        let pos = Var::constant(sinusoid::<T>(klen, self.cfg.d_model));
+        let device = p[self.o_net.b.expect("o_net bias").0].value().device();
+        let pos = Var::constant(
+            sinusoid::<T>(klen, self.cfg.d_model)
+                .to_device(device)
+                .expect("the parameters' device is open"),
+        );
         vec![
             self.qkv.weight(p),
             self.r_net.forward(p, &pos),
