@@ -72,7 +72,12 @@ pub fn device_count() -> Result<usize, CudaError> {
     if !driver_present() {
         return Err(CudaError::NoDriver);
     }
-    result::init()?;
+    match result::init() {
+        Ok(()) => {}
+        // A driver without any visible device (e.g. CUDA_VISIBLE_DEVICES="") fails cuInit.
+        Err(e) if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_NO_DEVICE => return Ok(0),
+        Err(e) => return Err(e.into()),
+    }
     Ok(result::device::get_count()?.max(0) as usize)
 }
 
@@ -85,6 +90,7 @@ impl Gpu {
     pub fn open(ordinal: usize) -> Result<Gpu, CudaError> {
         let mut reg = registry().lock().expect("device registry lock");
         if let Some(Some(gpu)) = reg.get(ordinal) {
+            gpu.inner.ctx.bind_to_thread()?;
             return Ok(gpu.clone());
         }
         let available = device_count()?;

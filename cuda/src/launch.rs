@@ -93,7 +93,7 @@ pub(crate) fn linear(n: usize) -> LaunchConfig {
 /// One block per row, `threads` (a power of two, >= 32) per block.
 pub(crate) fn rows(n_rows: usize, threads: u32) -> LaunchConfig {
     LaunchConfig {
-        grid_dim: (n_rows.max(1) as u32, 1, 1),
+        grid_dim: (n_rows as u32, 1, 1),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     }
@@ -110,6 +110,9 @@ pub(crate) fn launch<T: GpuFloat>(gpu: &Gpu, name: &'static str, cfg: LaunchConf
     if cfg.grid_dim.0 == 0 {
         return;
     }
+    // The context must be current before the function lookup (cuModuleGetFunction), not only
+    // for the launch: a thread's first CUDA call may be this one.
+    gpu.bind();
     let func = gpu.function(name, T::GPU_DTYPE);
     let stream = gpu.stream();
     let mut builder = stream.launch_builder(&func);

@@ -55,10 +55,11 @@ extern "C" __global__ void solver_dot3(const real* a, const real* b, long long n
 }
 
 // out[s*slots + i] = x_s . mat[s, i] for i < used, where x_s = x + s * x_stride (a [b, n]
-// array, or one slot of a [b, slots, n] history). Grid: (used, b) blocks.
+// array, or one slot of a [b, slots, n] history). Grid: (b, used) blocks (the batch on x,
+// which allows 2^31 - 1 blocks).
 extern "C" __global__ void solver_dots(const real* x, long long x_stride, const real* mat,
                                        long long n, int slots, double* out) {
-    long long i = blockIdx.x, s = blockIdx.y;
+    long long s = blockIdx.x, i = blockIdx.y;
     const real* xs = x + s * x_stride;
     const real* ms = mat + (s * slots + i) * n;
     double acc = 0.0;
@@ -68,7 +69,8 @@ extern "C" __global__ void solver_dots(const real* x, long long x_stride, const 
 }
 
 // For active s: y_s = base_scale[s] * base_s + sum_i ca[s,i] A[s,i] + sum_i cb[s,i] B[s,i]
-// (B may be null). y may alias base. Grid-stride over b*n.
+// (B may be null), summed in that order (all A terms, then all B terms, as the host solvers
+// do). y may alias base. Grid-stride over b*n.
 extern "C" __global__ void solver_combine(real* y, const real* base, const real* base_scale,
                                           const real* A, const real* ca, const real* B,
                                           const real* cb, const int* active, long long b,
@@ -81,7 +83,9 @@ extern "C" __global__ void solver_combine(real* y, const real* base, const real*
         for (int i = 0; i < slots; ++i) {
             real c = ca[s * slots + i];
             if (c != (real)0) acc += c * A[(s * slots + i) * n + j];
-            if (B != 0) {
+        }
+        if (B != 0) {
+            for (int i = 0; i < slots; ++i) {
                 real d = cb[s * slots + i];
                 if (d != (real)0) acc += d * B[(s * slots + i) * n + j];
             }
@@ -126,26 +130,30 @@ extern "C" __global__ void solver_broyden_residual(const real* z, const real* fz
     }
 }
 
-// Broyden's new pair in slot k[s] for samples with inv_denom[s] != 0:
-// u_k = (dz + dg) * inv_denom + sum_i cu[s,i] u_i,  v_k = -dz + sum_i cv[s,i] v_i,
-// where the host zeroed the coefficients of slot k and of unheld slots.
+// Broyden's new pair in slot k[s] for samples with k[s] >= 0 (-1: no update):
+// u_k = (dz + dg + sum_i cu[s,i] u_i) * inv_denom[s],  v_k = -dz + sum_i cv[s,i] v_i,
+// in the order of the host solver; the host zeroed the coefficients of slot k and of unheld
+// slots.
 extern "C" __global__ void solver_broyden_pair(const real* dz, const real* dg, real* u, real* v,
                                                const real* cu, const real* cv, const int* k,
                                                const real* inv_denom, long long b, long long n,
                                                int slots) {
     GRID_STRIDE(idx, b * n) {
         long long s = idx / n, j = idx - s * n;
-        real inv = inv_denom[s];
-        if (inv == (real)0) continue;
-        real un = (dz[idx] + dg[idx]) * inv;
+        int ks = k[s];
+        if (ks < 0) continue;
+        real un = dz[idx] + dg[idx];
         real vn = -dz[idx];
         for (int i = 0; i < slots; ++i) {
             real a = cu[s * slots + i];
             if (a != (real)0) un += a * u[(s * slots + i) * n + j];
+        }
+        un *= inv_denom[s];
+        for (int i = 0; i < slots; ++i) {
             real c = cv[s * slots + i];
             if (c != (real)0) vn += c * v[(s * slots + i) * n + j];
         }
-        long long dst = (s * slots + k[s]) * n + j;
+        long long dst = (s * slots + ks) * n + j;
         u[dst] = un;
         v[dst] = vn;
     }

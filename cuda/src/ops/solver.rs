@@ -124,7 +124,7 @@ pub fn dots<T: GpuFloat>(
     let out = mat.gpu().zeros::<f64>(b * slots);
     if used > 0 && b > 0 {
         let cfg = LaunchConfig {
-            grid_dim: (used as u32, b as u32, 1),
+            grid_dim: (b as u32, used as u32, 1),
             block_dim: (REDUCE_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -314,9 +314,9 @@ pub fn broyden_residual<T: GpuFloat>(
     );
 }
 
-/// Broyden's new pair: for samples with `inv_denom[s] ≠ 0`, slot `k[s]` of `u` and `v`
-/// becomes `(dz + dg)·inv_denom + Σ cu·u_i` and `−dz + Σ cv·v_i`. The caller zeroes the
-/// coefficients of slot `k[s]` and of slots not held.
+/// Broyden's new pair: for samples with `k[s] = Some(slot)`, that slot of `u` and `v` becomes
+/// `(dz + dg + Σ cu·u_i)·inv_denom[s]` and `−dz + Σ cv·v_i`; `None` leaves the sample alone.
+/// The caller zeroes the coefficients of the written slot and of slots not held.
 #[allow(clippy::too_many_arguments)]
 pub fn broyden_pair<T: GpuFloat>(
     dz: &GpuBuffer<T>,
@@ -325,7 +325,7 @@ pub fn broyden_pair<T: GpuFloat>(
     v: &mut GpuBuffer<T>,
     cu: &[f64],
     cv: &[f64],
-    k: &[usize],
+    k: &[Option<usize>],
     inv_denom: &[f64],
     n: usize,
     slots: usize,
@@ -340,7 +340,7 @@ pub fn broyden_pair<T: GpuFloat>(
         "broyden_pair: coefficient counts"
     );
     assert!(
-        k.iter().all(|&k| k < slots),
+        k.iter().flatten().all(|&k| k < slots),
         "broyden_pair: slot out of range"
     );
     let gpu = u.gpu().clone();
@@ -349,7 +349,7 @@ pub fn broyden_pair<T: GpuFloat>(
         reals::<T>(&gpu, cv),
         reals::<T>(&gpu, inv_denom),
     );
-    let ks: Vec<i32> = k.iter().map(|&k| k as i32).collect();
+    let ks: Vec<i32> = k.iter().map(|k| k.map_or(-1, |k| k as i32)).collect();
     let ks = gpu.upload(&ks);
     launch::<T>(
         &gpu,

@@ -59,11 +59,10 @@ impl<T: Float> Broyden<T> {
         let mut cu = vec![0.0; b * cap];
         let mut cv = vec![0.0; b * cap];
         let mut inv = vec![0.0; b];
-        let mut slot = vec![0usize; b];
+        let mut slot = vec![None; b];
         for s in (0..b).filter(|&s| active[s]) {
             let r = &mut self.rings[s];
             let head = r.head;
-            slot[s] = head;
             let kept = |i: &usize| *i != head;
             let (dzdg, dzdz, dgdg) = d3[s];
             let row = s * cap;
@@ -76,9 +75,10 @@ impl<T: Float> Broyden<T> {
                 r.skipped += 1;
                 continue;
             }
+            slot[s] = Some(head);
             inv[s] = 1.0 / denom;
             for i in (0..r.pairs).filter(kept) {
-                cu[row + i] = -c[row + i] / denom;
+                cu[row + i] = -c[row + i];
                 cv[row + i] = e[row + i];
             }
             r.pairs = (r.pairs + 1).min(cap);
