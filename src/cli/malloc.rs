@@ -2,10 +2,11 @@
 //!
 //! glibc serves allocations above its mmap threshold (128 KiB, raised adaptively) with fresh
 //! `mmap`s and unmaps them on free, and it trims the heap top back to the kernel. A solver
-//! iteration frees and reallocates the same activation-sized buffers (0.1–40 MB) every call, so
-//! each of them came back as new zero-filled pages: on the W2 workload, page faults and kernel
-//! page clearing took about 13% of the time. Raising both thresholds to their maxima makes
-//! those buffers come from (and return to) the heap, which glibc then reuses.
+//! iteration frees and reallocates the same activation-sized buffers (0.1–40 MB) every call,
+//! which can then come back as new zero-filled pages (in a profile of `deq bench --workload
+//! w2`, kernel page clearing was 9% of the samples, though most of it is the first touch of the
+//! unrolled comparison's 1.9 GB, which no allocator setting avoids). Raising both thresholds
+//! to their maxima makes these buffers come from, and return to, the heap that glibc reuses.
 //!
 //! Process-wide policy, so the binary sets it at start; library users can do the same (or use
 //! another allocator).
