@@ -12,7 +12,6 @@ use std::process::ExitCode;
 static ALLOCATOR: cli::bench::alloc::Counting = cli::bench::alloc::Counting;
 
 fn main() -> ExitCode {
-    cli::malloc::keep_freed_memory();
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {

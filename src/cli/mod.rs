@@ -5,7 +5,6 @@ mod data_source;
 mod eval;
 mod generate;
 mod gradcheck;
-pub mod malloc;
 mod plot;
 mod progress;
 mod train;
