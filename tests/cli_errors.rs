@@ -267,3 +267,38 @@ fn bad_inputs_exit_2_with_a_clear_message_and_no_new_files() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--device`: a malformed name is a usage error everywhere; `cuda` on a machine without a
+/// usable GPU is "no CUDA driver found" / "no CUDA device" with status 2, for every command
+/// that takes the flag (on a GPU machine that half is skipped, saying so).
+#[test]
+fn device_flag_errors_exit_2_with_a_clear_message() {
+    let dir = scratch("device");
+    for cmd in ["train", "eval", "bench"] {
+        bad(
+            &dir,
+            &[cmd, "--device", "cuda:x"],
+            "expected cpu, cuda or cuda:N",
+        );
+    }
+    match deq_autograd::Device::Cuda(0).open() {
+        Ok(()) => eprintln!("skipped the no-GPU half: cuda:0 is available here"),
+        Err(e) => {
+            let expect = if e.to_string().contains("no CUDA driver") {
+                "no CUDA driver found"
+            } else {
+                "no CUDA"
+            };
+            bad(&dir, &["train", "--device", "cuda"], expect);
+            bad(
+                &dir,
+                &["eval", "--device", "cuda", "--checkpoint", "x"],
+                expect,
+            );
+            bad(&dir, &["bench", "--device", "cuda:0"], expect);
+        }
+    }
+    // A device index beyond any machine's count is always an error.
+    bad(&dir, &["train", "--device", "cuda:4096"], "no CUDA");
+    let _ = std::fs::remove_dir_all(&dir);
+}
