@@ -5,6 +5,7 @@
 //! Axes are coalesced on the host first, so any number of axes works and the common cases (a
 //! full mask, a mask broadcast over leading axes) index with one or two axes.
 
+use super::strided::coalesce;
 use crate::launch::{launch, linear, Arg, Dims};
 use crate::{Gpu, GpuBuffer, GpuFloat, IndexBuffer};
 
@@ -12,29 +13,6 @@ use crate::{Gpu, GpuBuffer, GpuFloat, IndexBuffer};
 pub fn upload_mask(gpu: &Gpu, mask: &[bool]) -> IndexBuffer {
     let v: Vec<i32> = mask.iter().map(|&b| b as i32).collect();
     gpu.upload(&v)
-}
-
-/// `shape` and `strides` with size-1 axes dropped and neighbouring axes merged where the
-/// strides allow it (`stride[i] == stride[i + 1]·size[i + 1]`, which holds for contiguous
-/// and for broadcast runs alike). The walk over the result visits the same offsets in the
-/// same row-major order.
-fn coalesce(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
-    let (mut sizes, mut steps): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
-    for (&n, &k) in shape.iter().zip(strides) {
-        if n == 1 {
-            continue;
-        }
-        if let (Some(last_n), Some(last_k)) = (sizes.last_mut(), steps.last_mut()) {
-            if *last_k == k * n {
-                *last_n *= n;
-                *last_k = k;
-                continue;
-            }
-        }
-        sizes.push(n);
-        steps.push(k);
-    }
-    (sizes, steps)
 }
 
 /// The `Dims` of a walk over `shape` reading the mask through `strides` (as stride set a),
@@ -56,8 +34,8 @@ fn mask_dims(op: &str, shape: &[usize], strides: &[usize], mask_len: usize) -> B
         "{op}: mask strides {strides:?} over shape {shape:?} reach offset {last}, the mask has \
          {mask_len} values"
     );
-    let (sizes, steps) = coalesce(shape, strides);
-    Box::new(Dims::new(&sizes, &steps, &[], &[]))
+    // Size-1 axes dropped and contiguous or broadcast runs merged (shared with the copies).
+    Box::new(coalesce(shape, [strides, &[], &[]]))
 }
 
 fn check_numel<T: GpuFloat>(op: &str, buf: &GpuBuffer<T>, shape: &[usize]) -> usize {
@@ -178,7 +156,14 @@ pub fn dropout<T: GpuFloat>(
 
 #[cfg(test)]
 mod tests {
-    use super::coalesce;
+    /// The merged `(sizes, mask strides)` of a walk over `shape`, as `mask_dims` builds it.
+    fn coalesce(shape: &[usize], strides: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let d = super::coalesce(shape, [strides, &[], &[]]);
+        let n = d.ndim as usize;
+        let sizes = d.size[..n].iter().map(|&v| v as usize).collect();
+        let steps = d.stride_a[..n].iter().map(|&v| v as usize).collect();
+        (sizes, steps)
+    }
 
     #[test]
     fn coalesce_merges_contiguous_and_broadcast_runs() {
