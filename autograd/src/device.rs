@@ -145,8 +145,8 @@ impl<T> DeviceScalar for T {}
 /// The buffer behind a tensor.
 #[derive(Clone)]
 pub(crate) enum Storage<T: Float> {
-    /// A host vector.
-    Cpu(Vec<T>),
+    /// A host vector (back to the CPU pool when dropped).
+    Cpu(crate::pool::PooledVec<T>),
     /// A device buffer.
     #[cfg(feature = "cuda")]
     Cuda(deq_cuda::GpuBuffer<T>),
@@ -187,7 +187,7 @@ impl<T: Float> Storage<T> {
 
     pub(crate) fn into_vec(self) -> Vec<T> {
         match self {
-            Storage::Cpu(v) => v,
+            Storage::Cpu(v) => v.into_vec(),
             #[cfg(feature = "cuda")]
             Storage::Cuda(b) => b.to_vec(),
         }
@@ -195,7 +195,7 @@ impl<T: Float> Storage<T> {
 
     pub(crate) fn to_vec(&self) -> Vec<T> {
         match self {
-            Storage::Cpu(v) => v.clone(),
+            Storage::Cpu(v) => v.to_vec(),
             #[cfg(feature = "cuda")]
             Storage::Cuda(b) => b.to_vec(),
         }

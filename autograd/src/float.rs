@@ -30,6 +30,7 @@ impl Display for DType {
 pub trait Float:
     faer::traits::RealField
     + crate::device::DeviceScalar
+    + crate::pool::Pooled
     + Copy
     + Send
     + Sync

@@ -12,7 +12,7 @@ const CHUNK: usize = 1 << 13;
 
 /// `f` applied to every value of `src`.
 pub fn map<T: Float>(src: &[T], f: impl Fn(T) -> T + Sync + Send) -> Vec<T> {
-    let mut out = vec![T::ZERO; src.len()];
+    let mut out = crate::pool::take(src.len());
     map_into(&mut out, src, f, false);
     out
 }

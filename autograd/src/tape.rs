@@ -7,13 +7,20 @@
 //! `vjp(outputs, cotangents, wrt)` computes `uᵀ·∂outputs/∂wrt`. Its first call for a given
 //! `(outputs, wrt)` pair builds a plan: the nodes that both depend on some `wrt` node and
 //! feed some output, and for each such node the inputs that lead to a `wrt` node. Later calls
-//! replay the cached plan into gradient buffers kept on the tape: the first write into a buffer
-//! replaces its contents, later writes accumulate, and steady-state calls allocate only the
-//! returned tensors (none with [`Tape::vjp_with`]).
+//! replay the cached plan.
+//!
+//! Gradient buffers live only as long as they are needed: a node's buffer is taken from the
+//! CPU pool ([`crate::pool`]; the caching allocator on a GPU) when the first gradient reaches
+//! it, and given back right after the node's own backward rule has run (a `wrt` node keeps its
+//! buffer until the result is handed out). The first write into a buffer replaces its
+//! contents, later writes accumulate. So a reverse sweep holds the gradients of one "front" of
+//! the graph at a time, not one buffer per node, and in steady state (a solver replaying the
+//! same VJP) every buffer comes from the pool: [`Tape::vjp_with`] makes no heap allocation.
 
 use crate::device::Device;
 use crate::float::Float;
 use crate::kernels;
+use crate::pool::PooledVec;
 use crate::tensor::{Shape, Tensor};
 use crate::var::Var;
 use smallvec::SmallVec;
@@ -33,6 +40,15 @@ pub trait Backward<T: Float> {
     /// Writes or accumulates `gᵀ·∂out/∂input_k` into `dst`.
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool);
 
+    /// The gradients of several inputs from one cotangent, for ops that share work between
+    /// them (a fused attention computes `∂scores` once for `∂Q`, `∂K`, `∂V`). The default
+    /// calls [`Backward::vjp`] for each target. Every target is a different input variable.
+    fn vjp_many(&self, g: &[T], targets: &mut [VjpTarget<'_, T>]) {
+        for t in targets {
+            self.vjp(t.k, g, t.dst, t.acc);
+        }
+    }
+
     /// [`Backward::vjp`] on device buffers, for ops recorded on CUDA tensors. Ops without a
     /// device rule panic with their name (every op of this crate has one).
     #[cfg(feature = "cuda")]
@@ -46,6 +62,17 @@ pub trait Backward<T: Float> {
         let _ = (k, g, dst, acc);
         panic!("{}: this op has no CUDA backward rule", self.name())
     }
+}
+
+/// One destination of [`Backward::vjp_many`]: input position `k`, its buffer, and whether to
+/// accumulate into it.
+pub struct VjpTarget<'a, T> {
+    /// Input position.
+    pub k: usize,
+    /// The input's gradient buffer.
+    pub dst: &'a mut [T],
+    /// Add to `dst` instead of overwriting it.
+    pub acc: bool,
 }
 
 /// The backward rule of a custom op: given `∂L/∂out` and which inputs need a gradient, the
@@ -70,6 +97,8 @@ pub(crate) struct Node<T: Float> {
 struct Step {
     node: u32,
     positions: SmallVec<[u8; 3]>,
+    /// Give the node's gradient buffer back after this step (false for `wrt` nodes).
+    release: bool,
 }
 
 /// The pruned reverse order for one `(outputs, wrt)` pair.
@@ -79,37 +108,23 @@ struct Plan {
 
 /// One node's gradient buffer, on the node's device.
 enum GradBuf<T: Float> {
-    Cpu(Vec<T>),
+    Cpu(PooledVec<T>),
     #[cfg(feature = "cuda")]
     Cuda(deq_cuda::GpuBuffer<T>),
 }
 
-impl<T: Float> Default for GradBuf<T> {
-    fn default() -> Self {
-        GradBuf::Cpu(Vec::new())
-    }
-}
-
 impl<T: Float> GradBuf<T> {
-    /// Makes the buffer hold `numel` values on `device` (contents unspecified when resized).
-    fn ensure(&mut self, numel: usize, device: Device) {
-        match (device, &mut *self) {
-            (Device::Cpu, GradBuf::Cpu(v)) => {
-                if v.len() != numel {
-                    v.resize(numel, T::ZERO);
-                }
-            }
+    /// A buffer of `numel` values on `device`, contents unspecified (the first write replaces).
+    fn new(numel: usize, device: Device) -> Self {
+        match device {
+            Device::Cpu => GradBuf::Cpu(PooledVec::new(crate::pool::take(numel))),
             #[cfg(feature = "cuda")]
-            (Device::Cpu, _) => *self = GradBuf::Cpu(vec![T::ZERO; numel]),
-            #[cfg(feature = "cuda")]
-            (Device::Cuda(n), GradBuf::Cuda(b)) if b.len() == numel && b.gpu().ordinal() == n => {}
-            #[cfg(feature = "cuda")]
-            (Device::Cuda(n), _) => {
+            Device::Cuda(n) => {
                 let gpu = deq_cuda::Gpu::open(n).expect("tape: a recorded device is open");
-                *self = GradBuf::Cuda(gpu.alloc(numel));
+                GradBuf::Cuda(gpu.alloc(numel))
             }
             #[cfg(not(feature = "cuda"))]
-            (Device::Cuda(_), _) => unreachable!("no cuda tensors without the cuda feature"),
+            Device::Cuda(_) => unreachable!("no cuda tensors without the cuda feature"),
         }
     }
 
@@ -125,10 +140,19 @@ impl<T: Float> GradBuf<T> {
         }
     }
 
+    /// The values as a tensor of `shape`, moving the buffer (no copy).
+    fn into_tensor(self, shape: &[usize]) -> Tensor<T> {
+        match self {
+            GradBuf::Cpu(v) => Tensor::from_vec(v.into_vec(), shape),
+            #[cfg(feature = "cuda")]
+            GradBuf::Cuda(b) => Tensor::from_gpu(b, shape),
+        }
+    }
+
     /// The values as a tensor of `shape` (a copy).
     fn to_tensor(&self, shape: &[usize]) -> Tensor<T> {
         match self {
-            GradBuf::Cpu(v) => Tensor::from_vec(v.clone(), shape),
+            GradBuf::Cpu(v) => Tensor::from_vec(v.to_vec(), shape),
             #[cfg(feature = "cuda")]
             GradBuf::Cuda(b) => Tensor::from_gpu(b.clone(), shape),
         }
@@ -146,15 +170,26 @@ impl<T: Float> GradBuf<T> {
     }
 }
 
-#[derive(Default)]
+/// Gradient buffers of one sweep: `Some` while a node's gradient is live.
 struct Workspace<T: Float> {
-    grads: Vec<GradBuf<T>>,
-    written: Vec<bool>,
+    grads: Vec<Option<GradBuf<T>>>,
 }
+
+impl<T: Float> Default for Workspace<T> {
+    fn default() -> Self {
+        Workspace { grads: Vec::new() }
+    }
+}
+
+/// Plan keys: `[outputs.len(), outputs…, wrt…]`, looked up by slice without allocating.
+type PlanKey = Vec<u32>;
+
+/// Ids of a call's outputs or `wrt` variables, on the stack for the usual few.
+type Ids = SmallVec<[u32; 8]>;
 
 pub(crate) struct TapeInner<T: Float> {
     nodes: Vec<Node<T>>,
-    plans: HashMap<(Vec<u32>, Vec<u32>), Rc<Plan>>,
+    plans: HashMap<PlanKey, Rc<Plan>>,
     ws: Workspace<T>,
 }
 
@@ -206,7 +241,8 @@ impl<T: Float> Tape<T> {
         Rc::ptr_eq(&self.inner, &other.inner)
     }
 
-    /// Frees the gradient buffers kept for replayed VJPs (they are rebuilt on the next call).
+    /// Frees the gradient buffers kept between VJPs. Buffers are given back to the pool as
+    /// soon as a sweep no longer needs them, so this only shrinks the per-node slot table.
     pub fn release_buffers(&self) {
         let mut inner = self.inner.borrow_mut();
         inner.ws = Workspace::default();
@@ -244,19 +280,21 @@ impl<T: Float> Tape<T> {
         wrt: &[&Var<T>],
     ) -> Vec<Tensor<T>> {
         let mut result: Vec<Option<Tensor<T>>> = vec![None; wrt.len()];
-        self.vjp_buffers(outputs, cotangents, wrt, |j, grad| {
+        self.vjp_buffers(outputs, cotangents, wrt, |j, grad, owned| {
             let shape = wrt[j].shape();
-            result[j] = Some(match grad {
-                Some(g) => g.to_tensor(shape),
-                None => Tensor::zeros_on(shape, wrt[j].value().device()),
+            result[j] = Some(match (grad, owned) {
+                (_, Some(g)) => g.into_tensor(shape),
+                (Some(g), None) => g.to_tensor(shape),
+                (None, None) => Tensor::zeros_on(shape, wrt[j].value().device()),
             });
         });
         result.into_iter().map(|t| t.expect("vjp result")).collect()
     }
 
     /// Like [`Tape::vjp`], but hands each gradient to `sink(j, grad)` as a borrowed slice
-    /// (`None` when `wrt[j]` does not influence the outputs, i.e. the gradient is zero), so a
-    /// caller that copies into its own buffer allocates nothing per call.
+    /// (`None` when `wrt[j]` does not influence the outputs, i.e. the gradient is zero). In
+    /// steady state it makes no heap allocation: the plan is cached and every gradient buffer
+    /// comes from the CPU pool and goes back to it (tested with a counting allocator).
     pub fn vjp_with(
         &self,
         outputs: &[&Var<T>],
@@ -264,17 +302,21 @@ impl<T: Float> Tape<T> {
         wrt: &[&Var<T>],
         mut sink: impl FnMut(usize, Option<&[T]>),
     ) {
-        self.vjp_buffers(outputs, cotangents, wrt, |j, g| {
-            sink(j, g.map(GradBuf::host_slice))
+        self.vjp_buffers(outputs, cotangents, wrt, |j, g, owned| match (g, owned) {
+            (_, Some(g)) => sink(j, Some(g.host_slice())),
+            (g, None) => sink(j, g.map(GradBuf::host_slice)),
         });
     }
 
+    /// Runs one sweep, then hands `wrt[j]`'s gradient to `sink(j, borrowed, owned)`: `owned`
+    /// when the buffer can be moved out (the last `wrt` entry naming that node), `borrowed`
+    /// otherwise, both `None` for a zero gradient.
     fn vjp_buffers(
         &self,
         outputs: &[&Var<T>],
         cotangents: &[&Tensor<T>],
         wrt: &[&Var<T>],
-        mut sink: impl FnMut(usize, Option<&GradBuf<T>>),
+        mut sink: impl FnMut(usize, Option<&GradBuf<T>>, Option<GradBuf<T>>),
     ) {
         assert_eq!(
             outputs.len(),
@@ -283,8 +325,8 @@ impl<T: Float> Tape<T> {
             outputs.len(),
             cotangents.len()
         );
-        let out_ids: Vec<u32> = outputs.iter().map(|v| self.id_of(v, "output")).collect();
-        let wrt_ids: Vec<u32> = wrt.iter().map(|v| self.id_of(v, "wrt")).collect();
+        let out_ids: Ids = outputs.iter().map(|v| self.id_of(v, "output")).collect();
+        let wrt_ids: Ids = wrt.iter().map(|v| self.id_of(v, "wrt")).collect();
         for (o, c) in outputs.iter().zip(cotangents) {
             assert_eq!(
                 o.shape(),
@@ -299,10 +341,8 @@ impl<T: Float> Tape<T> {
         let plan = plan_for(inner, &out_ids, &wrt_ids);
         let TapeInner { nodes, ws, .. } = inner;
         if ws.grads.len() < nodes.len() {
-            ws.grads.resize_with(nodes.len(), GradBuf::default);
-            ws.written.resize(nodes.len(), false);
+            ws.grads.resize_with(nodes.len(), || None);
         }
-        ws.written.iter_mut().for_each(|w| *w = false);
         for (&id, c) in out_ids.iter().zip(cotangents) {
             let i = id as usize;
             assert_eq!(
@@ -312,23 +352,26 @@ impl<T: Float> Tape<T> {
                 c.device(),
                 nodes[i].device
             );
-            let buf = &mut ws.grads[i];
-            if !ws.written[i] {
-                buf.ensure(c.numel(), nodes[i].device);
-            }
-            buf.write(c, ws.written[i]);
-            ws.written[i] = true;
+            let acc = ws.grads[i].is_some();
+            ws.grads[i]
+                .get_or_insert_with(|| GradBuf::new(c.numel(), nodes[i].device))
+                .write(c, acc);
         }
         for step in &plan.steps {
             run_step(nodes, ws, step);
         }
         for (j, &id) in wrt_ids.iter().enumerate() {
             let i = id as usize;
-            if ws.written[i] {
-                sink(j, Some(&ws.grads[i]));
+            let last = !wrt_ids[j + 1..].contains(&id);
+            if last {
+                sink(j, None, ws.grads[i].take());
             } else {
-                sink(j, None);
+                sink(j, ws.grads[i].as_ref(), None);
             }
+        }
+        // Anything still live (outputs that are not wrt and had no step) goes back.
+        for &id in out_ids.iter() {
+            ws.grads[id as usize] = None;
         }
     }
 
@@ -345,50 +388,106 @@ impl<T: Float> Tape<T> {
     }
 }
 
+/// The CPU buffer of input `p`, taken out of the workspace (allocated when no gradient has
+/// reached it yet) with whether the op must accumulate into it.
+fn take_input<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, p: usize) -> (GradBuf<T>, bool) {
+    match ws.grads[p].take() {
+        Some(b) => (b, true),
+        None => {
+            let numel: usize = nodes[p].shape.iter().product();
+            (GradBuf::new(numel, nodes[p].device), false)
+        }
+    }
+}
+
 fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
     let i = step.node as usize;
-    if !ws.written[i] {
-        // No gradient reached this node in this sweep (a custom op returned `None` for it):
-        // it is zero and contributes nothing; its buffer may hold a previous call's values.
+    // No gradient reached this node in this sweep (a custom op returned `None` for it): it is
+    // zero and contributes nothing.
+    let Some(g) = ws.grads[i].take() else {
         return;
-    }
+    };
     let node = &nodes[i];
-    let (lower, upper) = ws.grads.split_at_mut(i);
-    let g = &upper[0];
     match &node.op {
         NodeOp::Leaf => {}
         NodeOp::Builtin(op) => {
-            for &k in &step.positions {
-                let p = node.inputs[k as usize].expect("planned input is recorded") as usize;
-                let dst = &mut lower[p];
-                let numel: usize = nodes[p].shape.iter().product();
-                dst.ensure(numel, node.device);
-                match (g, dst) {
-                    (GradBuf::Cpu(g), GradBuf::Cpu(dst)) => {
-                        op.vjp(k as usize, g, dst, ws.written[p])
+            let input =
+                |k: u8| node.inputs[k as usize].expect("planned input is recorded") as usize;
+            let distinct = step.positions.len() > 1
+                && step
+                    .positions
+                    .iter()
+                    .enumerate()
+                    .all(|(a, &k)| step.positions[..a].iter().all(|&k2| input(k2) != input(k)));
+            match &g {
+                GradBuf::Cpu(gv) if distinct => {
+                    // All inputs at once, so the op can share work between their gradients.
+                    let mut bufs: SmallVec<[(usize, GradBuf<T>, bool); 4]> = step
+                        .positions
+                        .iter()
+                        .map(|&k| {
+                            let p = input(k);
+                            let (b, acc) = take_input(nodes, ws, p);
+                            (p, b, acc)
+                        })
+                        .collect();
+                    {
+                        let mut targets: SmallVec<[VjpTarget<'_, T>; 4]> = step
+                            .positions
+                            .iter()
+                            .zip(bufs.iter_mut())
+                            .map(|(&k, (p, b, acc))| match b {
+                                GradBuf::Cpu(v) => VjpTarget {
+                                    k: k as usize,
+                                    dst: &mut v[..],
+                                    acc: *acc,
+                                },
+                                #[cfg(feature = "cuda")]
+                                GradBuf::Cuda(_) => panic!(
+                                    "{}: input on {} but the op ran on {}",
+                                    op.name(),
+                                    nodes[*p].device,
+                                    node.device
+                                ),
+                            })
+                            .collect();
+                        op.vjp_many(gv, &mut targets);
                     }
-                    #[cfg(feature = "cuda")]
-                    (GradBuf::Cuda(g), GradBuf::Cuda(dst)) => {
-                        op.vjp_gpu(k as usize, g, dst, ws.written[p])
+                    for (p, b, _) in bufs {
+                        ws.grads[p] = Some(b);
                     }
-                    #[cfg(feature = "cuda")]
-                    _ => panic!(
-                        "{}: input on {} but the op ran on {}",
-                        op.name(),
-                        nodes[p].device,
-                        node.device
-                    ),
                 }
-                ws.written[p] = true;
+                _ => {
+                    for &k in &step.positions {
+                        let p = input(k);
+                        let (mut dst, acc) = take_input(nodes, ws, p);
+                        match (&g, &mut dst) {
+                            (GradBuf::Cpu(g), GradBuf::Cpu(d)) => op.vjp(k as usize, g, d, acc),
+                            #[cfg(feature = "cuda")]
+                            (GradBuf::Cuda(g), GradBuf::Cuda(d)) => {
+                                op.vjp_gpu(k as usize, g, d, acc)
+                            }
+                            #[cfg(feature = "cuda")]
+                            _ => panic!(
+                                "{}: input on {} but the op ran on {}",
+                                op.name(),
+                                nodes[p].device,
+                                node.device
+                            ),
+                        }
+                        ws.grads[p] = Some(dst);
+                    }
+                }
             }
         }
         NodeOp::Custom(f) => {
-            let mut needs = vec![false; node.inputs.len()];
+            let mut needs: SmallVec<[bool; 8]> = SmallVec::from_elem(false, node.inputs.len());
             for &k in &step.positions {
                 needs[k as usize] = true;
             }
             let g_t = g.to_tensor(&node.shape);
             let grads = f(&g_t, &needs);
+            drop(g_t);
             for &k in &step.positions {
                 let p = node.inputs[k as usize].expect("planned input is recorded") as usize;
                 if let Some(grad) = grads.get(k as usize).and_then(|x| x.as_ref()) {
@@ -399,19 +498,24 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
                         "custom op: gradient {k} has {} elements, its input has {numel}",
                         grad.numel()
                     );
-                    let dst = &mut lower[p];
-                    dst.ensure(numel, nodes[p].device);
-                    dst.write(grad, ws.written[p]);
-                    ws.written[p] = true;
+                    let (mut dst, acc) = take_input(nodes, ws, p);
+                    dst.write(grad, acc);
+                    ws.grads[p] = Some(dst);
                 }
             }
         }
     }
+    if !step.release {
+        ws.grads[i] = Some(g);
+    }
 }
 
 fn plan_for<T: Float>(inner: &mut TapeInner<T>, outs: &[u32], wrt: &[u32]) -> Rc<Plan> {
-    let key = (outs.to_vec(), wrt.to_vec());
-    if let Some(p) = inner.plans.get(&key) {
+    let mut key: SmallVec<[u32; 32]> = SmallVec::new();
+    key.push(outs.len() as u32);
+    key.extend_from_slice(outs);
+    key.extend_from_slice(wrt);
+    if let Some(p) = inner.plans.get(&key[..]) {
         return p.clone();
     }
     let nodes = &inner.nodes;
@@ -454,10 +558,11 @@ fn plan_for<T: Float>(inner: &mut TapeInner<T>, outs: &[u32], wrt: &[u32]) -> Rc
             steps.push(Step {
                 node: i as u32,
                 positions,
+                release: !wrt.contains(&(i as u32)),
             });
         }
     }
     let plan = Rc::new(Plan { steps });
-    inner.plans.insert(key, plan.clone());
+    inner.plans.insert(key.to_vec(), plan.clone());
     plan
 }

@@ -39,7 +39,7 @@ impl<T: Float> Tensor<T> {
         );
         Tensor {
             shape: shape_of(shape),
-            storage: Arc::new(Storage::Cpu(data)),
+            storage: Arc::new(Storage::Cpu(crate::pool::PooledVec::new(data))),
         }
     }
 
@@ -56,7 +56,9 @@ impl<T: Float> Tensor<T> {
     /// A tensor filled with `value`.
     pub fn full(shape: &[usize], value: T) -> Self {
         let numel = shape.iter().product();
-        Self::from_vec(vec![value; numel], shape)
+        let mut v = crate::pool::take(numel);
+        v.fill(value);
+        Self::from_vec(v, shape)
     }
 
     /// A rank-0 tensor holding one value.

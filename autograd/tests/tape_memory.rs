@@ -32,8 +32,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Runs `f` and returns the peak live heap above the level at entry, in bytes.
+/// Runs `f` and returns the peak live heap above the level at entry, in bytes, starting from
+/// an empty buffer pool (pooled buffers stay allocated, so they count as live).
 fn peak_above_entry(f: impl FnOnce()) -> usize {
+    deq_autograd::pool::clear();
     let base = LIVE.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
     f();

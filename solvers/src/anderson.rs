@@ -17,15 +17,16 @@ use crate::bordered::Bordered;
 use crate::stats::SolveStats;
 use crate::step::Stepper;
 use crate::vecops::{axpys, dots, samples_per_task};
+use deq_autograd::pool::PooledVec;
 use deq_autograd::Float;
 use rayon::prelude::*;
 
 /// One sample's history.
 struct Sample<T: Float> {
     /// Iterates `X_i`, `slots × n`.
-    x: Vec<T>,
+    x: PooledVec<T>,
     /// Residuals `G_i`, `slots × n`.
-    g: Vec<T>,
+    g: PooledVec<T>,
     /// `G_i · G_j`, `slots × slots`, row-major.
     gram: Vec<f64>,
     /// Pairs written so far (the next goes to slot `seen % slots`).
@@ -49,8 +50,8 @@ impl<T: Float> Anderson<T> {
         let slots = m.min(max_iter).max(1);
         let samples = (0..b)
             .map(|_| Sample {
-                x: vec![T::ZERO; slots * n],
-                g: vec![T::ZERO; slots * n],
+                x: PooledVec::zeroed(slots * n),
+                g: PooledVec::zeroed(slots * n),
                 gram: vec![0.0; slots * slots],
                 seen: 0,
                 sys: Bordered::new(slots),

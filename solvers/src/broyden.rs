@@ -23,6 +23,7 @@
 use crate::stats::SolveStats;
 use crate::step::Stepper;
 use crate::vecops::{axpys, dot3, dots, other_slot, samples_per_task, scale, split_slot};
+use deq_autograd::pool::PooledVec;
 use deq_autograd::Float;
 use rayon::prelude::*;
 
@@ -32,15 +33,15 @@ const SKIP_RTOL: f64 = 1e-14;
 /// One sample's estimate and work vectors.
 struct Sample<T: Float> {
     /// `u_i`, `cap × n`.
-    u: Vec<T>,
+    u: PooledVec<T>,
     /// `v_i`, `cap × n`.
-    v: Vec<T>,
+    v: PooledVec<T>,
     /// Residual at the current iterate.
-    g: Vec<T>,
+    g: PooledVec<T>,
     /// Last step `Δz`.
-    d: Vec<T>,
+    d: PooledVec<T>,
     /// `Δg`.
-    dg: Vec<T>,
+    dg: PooledVec<T>,
     /// `v_i · Δg`, then `v_i · g` (direction coefficients).
     c: Vec<f64>,
     /// `u_i · Δz`.
@@ -69,11 +70,11 @@ impl<T: Float> Broyden<T> {
         let cap = memory.min(max_iter).max(1);
         let samples = (0..b)
             .map(|_| Sample {
-                u: vec![T::ZERO; cap * n],
-                v: vec![T::ZERO; cap * n],
-                g: vec![T::ZERO; n],
-                d: vec![T::ZERO; n],
-                dg: vec![T::ZERO; n],
+                u: PooledVec::zeroed(cap * n),
+                v: PooledVec::zeroed(cap * n),
+                g: PooledVec::zeroed(n),
+                d: PooledVec::zeroed(n),
+                dg: PooledVec::zeroed(n),
                 c: vec![0.0; cap],
                 e: vec![0.0; cap],
                 pairs: 0,

@@ -35,6 +35,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn peak_above_entry(f: impl FnOnce()) -> usize {
+    deq_autograd::pool::clear();
     let base = LIVE.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
     f();

@@ -139,7 +139,7 @@ fn binary<T: Float>(kind: Kind, a: &Var<T>, b: &Var<T>) -> Var<T> {
         });
     }
     let numel: usize = out_shape.iter().product();
-    let mut out = vec![T::ZERO; numel];
+    let mut out = crate::pool::take(numel);
     if av.shape() == bv.shape() {
         kernels::zip_into(
             &mut out,

@@ -215,7 +215,7 @@ impl<T: Float> Var<T> {
             };
         }
         let x = self.value().data();
-        let mut out = vec![T::ZERO; d.batch * d.time * d.c_out];
+        let mut out = crate::pool::take_zeroed(d.batch * d.time * d.c_out);
         if let Some(b) = bias {
             for row in out.chunks_mut(d.c_out) {
                 row.copy_from_slice(b.value().data());

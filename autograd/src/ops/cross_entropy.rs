@@ -124,7 +124,7 @@ impl<T: Float> Var<T> {
         let want_grad = is_recording() && self.is_recorded();
         let mut lse = vec![T::ZERO; rows];
         let mut unit_grad = if want_grad {
-            vec![T::ZERO; x.len()]
+            crate::pool::take(x.len())
         } else {
             Vec::new()
         };

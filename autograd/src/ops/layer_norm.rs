@@ -197,7 +197,7 @@ fn layer_norm_impl<T: Float>(x: &Var<T>, affine: Option<(&Var<T>, &Var<T>)>, eps
         .collect();
     let gamma = affine.map(|(g, _)| g.value().data());
     let beta = affine.map(|(_, b)| b.value().data());
-    let mut out = vec![T::ZERO; xs.len()];
+    let mut out = crate::pool::take(xs.len());
     rows_mut(&mut out, d, |r, o| {
         let (mu, rstd) = stats[r];
         let row = &xs[r * d..(r + 1) * d];

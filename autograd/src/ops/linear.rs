@@ -149,7 +149,7 @@ impl<T: Float> Var<T> {
                 None => record(value, &[self, weight], make),
             };
         }
-        let mut values = vec![T::ZERO; rows * out];
+        let mut values = crate::pool::take(rows * out);
         if let Some(b) = bias {
             for row in values.chunks_mut(out.max(1)) {
                 row.copy_from_slice(b.value().data());

@@ -239,7 +239,7 @@ impl<T: Float> Var<T> {
             return masked_fill_gpu(self, xb, mask, value, out, strides);
         }
         let (x, m, fill) = (self.value().data(), mask.data(), T::from_f64(value));
-        let mut values = vec![T::ZERO; x.len()];
+        let mut values = crate::pool::take(x.len());
         match repeated_block(&out, &strides) {
             // The usual case (a causal mask over [B, H, T, K] scores): the mask repeats whole,
             // so each block is a straight zip, in parallel over blocks.
@@ -288,7 +288,7 @@ impl<T: Float> Var<T> {
             });
         }
         let (x, m) = (self.value().data(), mask.data());
-        let mut values = vec![T::ZERO; x.len()];
+        let mut values = crate::pool::take(x.len());
         if mask.shape() == self.shape() {
             kernels::zip_into(&mut values, x, m, |x, m| x * m, false);
         } else {

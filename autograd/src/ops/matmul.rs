@@ -410,7 +410,7 @@ pub fn matmul_tensor<T: Float>(a: &Tensor<T>, b: &Tensor<T>, ta: bool, tb: bool)
         );
         return Tensor::from_gpu(out, &out_shape);
     }
-    let mut out = vec![T::ZERO; d.batch * d.m * d.n];
+    let mut out = crate::pool::take(d.batch * d.m * d.n);
     product(&mut out, d, operand(a, ta), operand(b, tb), false);
     Tensor::from_vec(out, &out_shape)
 }

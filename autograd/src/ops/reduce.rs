@@ -124,7 +124,7 @@ impl<T: Float> Backward<T> for MaxBackward {
 }
 
 fn sum_layout<T: Float>(x: &[T], l: Layout, scale: T) -> Vec<T> {
-    let mut out = vec![T::ZERO; l.outer * l.inner];
+    let mut out = crate::pool::take_zeroed(l.outer * l.inner);
     for o in 0..l.outer {
         let acc = &mut out[o * l.inner..(o + 1) * l.inner];
         for r in 0..l.len {
@@ -258,7 +258,7 @@ impl<T: Float> Var<T> {
             });
         }
         let x = self.value().data();
-        let mut out = vec![T::ZERO; l.outer * l.inner];
+        let mut out = crate::pool::take(l.outer * l.inner);
         let mut argmax = vec![0u32; l.outer * l.inner];
         for o in 0..l.outer {
             for i in 0..l.inner {

@@ -217,7 +217,7 @@ impl<T: Float> Var<T> {
             return record(value, &[self], || PermuteBackward { out, strides });
         }
         let x = self.value().data();
-        let mut values = vec![T::ZERO; x.len()];
+        let mut values = crate::pool::take(x.len());
         walk1(&out, &strides, |i, ia| values[i] = x[ia]);
         let value = Tensor::from_vec(values, &out);
         record(value, &[self], || PermuteBackward { out, strides })
@@ -262,9 +262,10 @@ impl<T: Float> Var<T> {
             return record(value, &[self], || NarrowBackward { w });
         }
         let x = self.value().data();
-        let mut values = Vec::with_capacity(w.outer * len * w.inner);
+        let chunk = len * w.inner;
+        let mut values = crate::pool::take(w.outer * chunk);
         for o in 0..w.outer {
-            values.extend_from_slice(&x[w.range(o)]);
+            values[o * chunk..(o + 1) * chunk].copy_from_slice(&x[w.range(o)]);
         }
         record(Tensor::from_vec(values, &out), &[self], || NarrowBackward {
             w,
@@ -322,7 +323,7 @@ impl<T: Float> Var<T> {
                 return record(value, parts, || PlaceBackward { windows });
             }
         }
-        let mut values = vec![T::ZERO; outer * total * inner];
+        let mut values = crate::pool::take_zeroed(outer * total * inner);
         for (p, w) in parts.iter().zip(&windows) {
             let x = p.value().data();
             let chunk = w.size * inner;

@@ -101,7 +101,7 @@ fn softmax_impl<T: Float>(x: &Var<T>, log: bool) -> Var<T> {
         return record(value, &[x], move || SoftmaxBackward { y, d, log });
     }
     let xs = x.value().data();
-    let mut out = vec![T::ZERO; xs.len()];
+    let mut out = crate::pool::take(xs.len());
     rows_mut(&mut out, d, |r, o| {
         let row = &xs[r * d..(r + 1) * d];
         let lse = logsumexp(row);

@@ -192,7 +192,7 @@ fn attach_implicit_backward<T: Float>(
                 inner.vjp_with(&[&fz], &[y], &[&z_leaf], |_, grad| {
                     out = Some(match grad {
                         Some(v) => {
-                            let mut sum = vec![T::ZERO; v.len()];
+                            let mut sum = deq_autograd::pool::take(v.len());
                             kernels::zip_into(&mut sum, g.data(), v, |a, b| a + b, false);
                             Tensor::from_vec(sum, g.shape())
                         }

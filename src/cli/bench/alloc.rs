@@ -29,7 +29,8 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// Runs `f` and returns its result with the peak live heap above the level at entry.
+/// Runs `f` and returns its result with the peak live heap above the level at entry (the CPU
+/// buffer pool emptied first).
 pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let dev = super::device();
     if let Some((base, _)) = dev.memory() {
@@ -41,6 +42,8 @@ pub fn peak_during<R>(f: impl FnOnce() -> R) -> (R, usize) {
         let peak = dev.memory().map_or(0, |(_, p)| p);
         return (r, peak.saturating_sub(base));
     }
+    // From an empty CPU buffer pool: buffers pooled during `f` stay allocated and count as live.
+    deq_autograd::pool::clear();
     let base = LIVE.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
     let r = f();

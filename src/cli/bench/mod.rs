@@ -3,7 +3,10 @@
 //! timed as medians after a warm-up, with peak heap from a counting allocator.
 
 pub mod alloc;
+mod baseline;
 mod block;
+mod nominal;
+mod sgemm;
 mod timing;
 mod w1;
 mod w2;
@@ -42,9 +45,10 @@ pub struct BenchArgs {
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    /// The machine's peak f32 GFLOP/s, for the "% of peak" column.
-    #[arg(long, default_value_t = 537.0)]
-    peak_gflops: f64,
+    /// The PyTorch peer's JSON from the same machine (`deq_peer.py --out FILE`): adds the
+    /// ratio table.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
     /// Also write the figures as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -97,38 +101,51 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if a.reps == 0 {
         return Err(DeqError::config("--reps must be at least 1"));
     }
-    if !(a.peak_gflops.is_finite() && a.peak_gflops > 0.0) {
-        return Err(DeqError::config("--peak-gflops must be > 0"));
-    }
+    let baseline = a
+        .baseline
+        .as_deref()
+        .map(baseline::Baseline::load)
+        .transpose()?;
     a.device.open()?;
     let _ = DEVICE.set(a.device);
     let threads = rayon::current_num_threads();
+    let (sgemm, sgemm_each) = sgemm::sgemm_gflops(threads);
     println!(
-        "deq bench: {}, {threads} threads, peak {} GFLOP/s f32, on {}\n",
+        "deq bench: {}, {threads} threads, on {}",
         cpu_model(),
-        a.peak_gflops,
         a.device.describe()
+    );
+    println!(
+        "faer sgemm at the W2 linear shapes: {sgemm:.1} GFLOP/s (per shape: {})\n",
+        sgemm_each
+            .iter()
+            .map(|g| format!("{g:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let mut results = Vec::new();
     let all = a.workload == Workload::All;
     if all || a.workload == Workload::W1 {
-        results.push(w1::bench(a.reps, a.peak_gflops));
+        results.push(w1::bench(a.reps, sgemm));
         println!();
     }
     if all || a.workload == Workload::W2 {
-        results.push(w2::bench(a.reps, a.peak_gflops));
+        results.push(w2::bench(a.reps, sgemm));
         println!();
     }
     if all || a.workload == Workload::W3 {
-        results.push(w3::bench(a.reps, a.peak_gflops));
+        results.push(w3::bench(a.reps, sgemm));
+    }
+    if let Some(b) = &baseline {
+        b.print_table(&results);
     }
     if let Some(dir) = &a.plot {
         plots(dir, &results)?;
     }
     if let Some(path) = &a.json {
         let doc = json!({
-            "machine": {"cpu": cpu_model(), "threads": threads, "peak_gflops": a.peak_gflops,
-                "device": a.device.describe()},
+            "machine": {"cpu": cpu_model(), "threads": threads, "sgemm_gflops": sgemm,
+                "sgemm_gflops_per_shape": sgemm_each, "device": a.device.describe()},
             "git_revision": env!("DEQ_GIT_REVISION"),
             "workloads": results,
         });

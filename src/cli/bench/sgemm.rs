@@ -1,0 +1,59 @@
+//! The machine's own yardstick: faer's plain sgemm at the W2 linear shapes.
+//!
+//! `faer::linalg::matmul::matmul` with `Par::rayon(threads)` into a preallocated output, for
+//! the four linear layers of the W2 block (`[1024, 256] × [256, 768 | 256 | 1024]` and
+//! `[1024, 1024] × [1024, 256]`), median of repetitions per shape, combined FLOP-weighted
+//! (total FLOPs over the total of the median times). A workload's efficiency is its nominal
+//! GFLOP/s over this figure: it holds on any machine, where absolute times do not.
+
+use super::timing::median;
+use faer::{Accum, Mat, Par};
+use std::time::Instant;
+
+/// `(m, k, n)` of the four W2 linear products.
+pub const SHAPES: [(usize, usize, usize); 4] = [
+    (1024, 256, 768),
+    (1024, 256, 256),
+    (1024, 256, 1024),
+    (1024, 1024, 256),
+];
+
+/// faer's sgemm GFLOP/s on `threads` threads at [`SHAPES`], FLOP-weighted, with the
+/// per-shape figures.
+pub fn sgemm_gflops(threads: usize) -> (f64, Vec<f64>) {
+    let par = if threads > 1 {
+        Par::rayon(threads)
+    } else {
+        Par::Seq
+    };
+    let (mut flops, mut secs) = (0.0, 0.0);
+    let mut each = Vec::new();
+    for &(m, k, n) in &SHAPES {
+        let a = Mat::<f32>::from_fn(m, k, |i, j| ((i * 7 + j * 3) % 11) as f32 * 0.1 - 0.5);
+        let b = Mat::<f32>::from_fn(k, n, |i, j| ((i * 5 + j * 13) % 7) as f32 * 0.1 - 0.3);
+        let mut c = Mat::<f32>::zeros(m, n);
+        let f = 2.0 * (m * k * n) as f64;
+        // Enough repetitions for about 50 ms per shape, after two warm-up products.
+        let mut run = || {
+            let t = Instant::now();
+            faer::linalg::matmul::matmul(
+                c.as_mut(),
+                Accum::Replace,
+                a.as_ref(),
+                b.as_ref(),
+                1.0,
+                par,
+            );
+            t.elapsed().as_secs_f64()
+        };
+        run();
+        let first = run();
+        let reps = ((0.05 / first.max(1e-6)) as usize).clamp(5, 200);
+        let mut times: Vec<f64> = (0..reps).map(|_| run()).collect();
+        let t = median(&mut times);
+        each.push(f / t / 1e9);
+        flops += f;
+        secs += t;
+    }
+    (flops / secs / 1e9, each)
+}
