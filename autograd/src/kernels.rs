@@ -139,6 +139,12 @@ pub fn matmul_counters() -> (u64, u64) {
     (MATMUL_CALLS.with(Cell::get), MATMUL_FLOPS.with(Cell::get))
 }
 
+/// Adds `flops` of matrix products done by a fused op (on this thread's counters).
+pub(crate) fn count_flops(flops: u64) {
+    MATMUL_CALLS.with(|c| c.set(c.get() + 1));
+    MATMUL_FLOPS.with(|c| c.set(c.get() + flops));
+}
+
 fn count(batch: usize, m: usize, n: usize, k: usize) {
     MATMUL_CALLS.with(|c| c.set(c.get() + 1));
     MATMUL_FLOPS.with(|c| c.set(c.get() + 2 * (batch * m * n * k) as u64));
@@ -273,7 +279,7 @@ fn split_gemm<T: Float>(
 /// on the same thread then pays a state-transition penalty. Measured here: a softmax over
 /// 5·10⁶ values took 600 ms after a matrix product instead of 35 ms.
 #[inline]
-fn clear_upper_simd_state() {
+pub(crate) fn clear_upper_simd_state() {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx") {

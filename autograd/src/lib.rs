@@ -64,6 +64,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cpu;
 pub mod device;
 pub mod float;
 pub mod gradcheck;
@@ -79,6 +80,7 @@ pub use device::Device;
 pub use float::{DType, Float};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport, InputReport};
 pub use kernels::matmul_counters;
+pub use ops::attention::{causal_attention_composed, RelativePositions};
 pub use ops::mask::{dropout_mask, Mask};
 pub use ops::matmul::matmul_tensor;
 pub use rng::Rng;

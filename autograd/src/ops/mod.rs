@@ -1,6 +1,7 @@
 //! The differentiable ops. Each file holds one family of ops and its hand-written VJPs;
 //! the ops themselves are methods on [`Var`](crate::Var).
 
+pub mod attention;
 pub mod binary;
 pub mod broadcast;
 pub mod conv1d;

@@ -3,7 +3,7 @@
 //! scaled by 1/8, FFN 256 → 1024 → 256 with ReLU, affine LayerNorms (eps 1e-5), PyTorch-default
 //! uniform initialisation.
 
-use deq_autograd::{Mask, Rng, Tensor, Var};
+use deq_autograd::{Rng, Tensor, Var};
 
 /// Width, heads and FFN width.
 pub const D: usize = 256;
@@ -33,23 +33,11 @@ pub fn params(rng: &mut Rng) -> Vec<Tensor<f32>> {
 
 /// `f(z, x_inj)`.
 pub fn block(z: &Var<f32>, x: &Var<f32>, p: &[Var<f32>]) -> Var<f32> {
-    let (b, t) = (z.dim(0), z.dim(1));
     let dh = D / HEADS;
-    let qkv = z.add(x).linear(&p[0], Some(&p[1]));
-    let heads = |i: usize| {
-        qkv.narrow(2, i * D, D)
-            .reshape(&[b, t, HEADS, dh])
-            .permute(&[0, 2, 1, 3])
-    };
-    let (q, k, v) = (heads(0), heads(1), heads(2));
-    let att = q
-        .matmul_t(&k, false, true)
-        .mul_scalar(1.0 / (dh as f64).sqrt())
-        .masked_fill(&Mask::causal(t), f64::NEG_INFINITY)
-        .softmax()
-        .matmul(&v)
-        .permute(&[0, 2, 1, 3])
-        .reshape(&[b, t, D])
+    let att = z
+        .add(x)
+        .linear(&p[0], Some(&p[1]))
+        .causal_attention(None, None, HEADS, 1.0 / (dh as f64).sqrt())
         .linear(&p[2], Some(&p[3]));
     let h = z.add(&att).layer_norm_affine(&p[8], &p[9], 1e-5);
     let ffn = h

@@ -1,0 +1,435 @@
+//! The CPU loops of the fused causal attention ([`crate::ops::attention`]): one task per
+//! `(batch, head)` pair, parallel across rayon's threads, each doing its products with faer's
+//! sequential kernel on strided views of the packed projections (no permute copies).
+//!
+//! Per task, with `K = M + T` keys (memory first) and `Q`, `K_j`, `V_j`, `R_δ` this head's rows:
+//! - forward: `S = α·(Q_u·Kᵀ + shift(Q_v·Rᵀ))`, masked where `j > M + i`, `A = softmax(S)`
+//!   (kept for the backward pass), `O = A·V`; `shift(P)[i, j] = P[i, M + i − j]`;
+//! - backward from `∂O`: `∂A = ∂O·Vᵀ`, `∂V = Aᵀ·∂O`, `G = α·A ⊙ (∂A − rowsum(A ⊙ ∂A))`,
+//!   `∂Q_u = G·K`, `∂K = Gᵀ·Q_u`; with relative positions `G'[i, δ] = G[i, M + i − δ]`,
+//!   `∂Q_v = G'·R`, `∂R = G'ᵀ·Q_v` (summed over the batch), `∂u = Σ_i ∂Q_u`, `∂v = Σ_i ∂Q_v`,
+//!   and `∂Q = ∂Q_u + ∂Q_v`.
+
+use crate::float::Float;
+use crate::kernels::clear_upper_simd_state;
+use faer::reborrow::ReborrowMut;
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
+
+/// Sizes of one attention: batch, queries, memory positions, heads, head width, scale.
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    /// Batch.
+    pub b: usize,
+    /// Current (query) positions.
+    pub t: usize,
+    /// Memory positions before them.
+    pub m: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Width of a head.
+    pub dh: usize,
+    /// Score scale `α`.
+    pub scale: f64,
+}
+
+impl Dims {
+    /// Keys per query row: memory and current positions.
+    pub fn keys(&self) -> usize {
+        self.m + self.t
+    }
+
+    /// Model width `H·d_h`.
+    pub fn d(&self) -> usize {
+        self.heads * self.dh
+    }
+}
+
+/// The read-only operands: packed `[B, T, 3d]` projections, `[B, M, 2d]` memory keys and
+/// values, and the relative-position term `(R [K, d], u [H, d_h], v [H, d_h])`.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a, T> {
+    /// `[B, T, 3d]`: queries, keys, values of the current positions.
+    pub qkv: &'a [T],
+    /// `[B, M, 2d]`: keys and values of the memory positions (empty when `M = 0`).
+    pub mem: &'a [T],
+    /// Relative positions, if any.
+    pub rel: Option<(&'a [T], &'a [T], &'a [T])>,
+}
+
+/// A raw pointer that may cross threads: tasks write disjoint blocks of one buffer.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: only used to write blocks that no other task touches (one `(b, h)` pair each).
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// A `rows × cols` row-major view at `offset` with row stride `stride`.
+    ///
+    /// # Safety
+    /// The view must lie inside the buffer and be written by this task alone.
+    unsafe fn view<'a>(
+        self,
+        offset: usize,
+        rows: usize,
+        cols: usize,
+        stride: usize,
+    ) -> MatMut<'a, T> {
+        unsafe { MatMut::from_raw_parts_mut(self.0.add(offset), rows, cols, stride as isize, 1) }
+    }
+}
+
+/// A `rows × cols` row-major view of `data` at `offset` with row stride `stride`.
+fn view<T>(data: &[T], offset: usize, rows: usize, cols: usize, stride: usize) -> MatRef<'_, T> {
+    if rows == 0 || cols == 0 {
+        return MatRef::from_row_major_slice(&data[..0], rows, cols);
+    }
+    let end = offset + (rows - 1) * stride + cols;
+    MatRef::from_row_major_slice_with_stride(&data[offset..end], rows, cols, stride)
+}
+
+/// `dst (+)= α·a·b` on one thread.
+fn gemm<T: Float>(dst: MatMut<'_, T>, acc: bool, a: MatRef<'_, T>, b: MatRef<'_, T>, alpha: T) {
+    if dst.nrows() == 0 || dst.ncols() == 0 {
+        return;
+    }
+    let beta = if acc { Accum::Add } else { Accum::Replace };
+    faer::linalg::matmul::matmul(dst, beta, a, b, alpha, Par::Seq);
+    clear_upper_simd_state();
+}
+
+/// One task's views of this head's rows.
+struct Head<'a, T> {
+    q: MatRef<'a, T>,
+    kc: MatRef<'a, T>,
+    vc: MatRef<'a, T>,
+    km: MatRef<'a, T>,
+    vm: MatRef<'a, T>,
+    r: Option<MatRef<'a, T>>,
+}
+
+fn head<'a, T: Float>(x: &Inputs<'a, T>, d: Dims, bi: usize, h: usize) -> Head<'a, T> {
+    let (w, t, m, dh) = (d.d(), d.t, d.m, d.dh);
+    let base = bi * t * 3 * w;
+    let mbase = bi * m * 2 * w;
+    Head {
+        q: view(x.qkv, base + h * dh, t, dh, 3 * w),
+        kc: view(x.qkv, base + w + h * dh, t, dh, 3 * w),
+        vc: view(x.qkv, base + 2 * w + h * dh, t, dh, 3 * w),
+        km: view(x.mem, mbase + h * dh, m, dh, 2 * w),
+        vm: view(x.mem, mbase + w + h * dh, m, dh, 2 * w),
+        r: x.rel.map(|(r, _, _)| view(r, h * dh, d.keys(), dh, w)),
+    }
+}
+
+/// `Q + bias` (`bias` a `d_h` row) into `dst` (`T × d_h`, contiguous).
+fn add_row<T: Float>(dst: &mut [T], q: MatRef<'_, T>, bias: &[T]) {
+    let dh = bias.len();
+    for (i, row) in dst.chunks_mut(dh).enumerate() {
+        for (c, (o, &bv)) in row.iter_mut().zip(bias).enumerate() {
+            *o = q[(i, c)] + bv;
+        }
+    }
+}
+
+/// Causal softmax of `s` (`T × K`) in place: row `i` sees keys `j ≤ M + i`.
+fn causal_softmax<T: Float>(s: &mut [T], m: usize, kk: usize) {
+    for (i, row) in s.chunks_mut(kk).enumerate() {
+        let valid = (m + i + 1).min(kk);
+        let (seen, hidden) = row.split_at_mut(valid);
+        let mx = seen.iter().copied().fold(-T::INFINITY, T::max);
+        let mut sum = T::ZERO;
+        for v in seen.iter_mut() {
+            *v = (*v - mx).exp_fast();
+            sum += *v;
+        }
+        let inv = T::ONE / sum;
+        seen.iter_mut().for_each(|v| *v *= inv);
+        hidden.fill(T::ZERO);
+    }
+}
+
+/// The forward pass: writes `out` (`[B, T, d]`) and the probabilities `probs`
+/// (`[B, H, T, K]`, zero where masked).
+pub fn forward<T: Float>(d: Dims, x: Inputs<'_, T>, out: &mut [T], probs: &mut [T]) {
+    let (t, m, kk, dh, w) = (d.t, d.m, d.keys(), d.dh, d.d());
+    let alpha = T::from_f64(d.scale);
+    let out_ptr = Shared(out.as_mut_ptr());
+    probs
+        .par_chunks_mut(t * kk)
+        .enumerate()
+        .for_each(|(task, a)| {
+            let (bi, h) = (task / d.heads, task % d.heads);
+            let hd = head(&x, d, bi, h);
+            let mut qu = crate::pool::take(t * dh);
+            let qu_view = match x.rel {
+                Some((_, u, _)) => {
+                    add_row(&mut qu, hd.q, &u[h * dh..(h + 1) * dh]);
+                    MatRef::from_row_major_slice(&qu, t, dh)
+                }
+                None => hd.q,
+            };
+            {
+                let mut s = MatMut::from_row_major_slice_mut(a, t, kk);
+                let (sm, sc) = s.rb_mut().split_at_col_mut(m);
+                gemm(sm, false, qu_view, hd.km.transpose(), alpha);
+                gemm(sc, false, qu_view, hd.kc.transpose(), alpha);
+            }
+            if let (Some((_, _, v)), Some(r)) = (x.rel, hd.r) {
+                let mut qv = crate::pool::take(t * dh);
+                add_row(&mut qv, hd.q, &v[h * dh..(h + 1) * dh]);
+                let mut p = crate::pool::take(t * kk);
+                gemm(
+                    MatMut::from_row_major_slice_mut(&mut p, t, kk),
+                    false,
+                    MatRef::from_row_major_slice(&qv, t, dh),
+                    r.transpose(),
+                    alpha,
+                );
+                for i in 0..t {
+                    let (srow, prow) = (&mut a[i * kk..(i + 1) * kk], &p[i * kk..(i + 1) * kk]);
+                    for (j, s) in srow.iter_mut().enumerate().take((m + i + 1).min(kk)) {
+                        *s += prow[m + i - j];
+                    }
+                }
+                crate::pool::give(qv);
+                crate::pool::give(p);
+            }
+            causal_softmax(a, m, kk);
+            let a_view = MatRef::from_row_major_slice(a, t, kk);
+            let (am, ac) = a_view.split_at_col(m);
+            // SAFETY: this task alone writes head h's columns of batch bi's rows.
+            let mut o = unsafe { out_ptr.view(bi * t * w + h * dh, t, dh, w) };
+            gemm(o.rb_mut(), false, ac, hd.vc, T::ONE);
+            if m > 0 {
+                gemm(o.rb_mut(), true, am, hd.vm, T::ONE);
+            }
+            crate::pool::give(qu);
+        });
+}
+
+/// Gradient destinations of the backward pass, each with whether to accumulate.
+pub struct Grads<'a, T> {
+    /// `[B, T, 3d]`.
+    pub qkv: Option<(&'a mut [T], bool)>,
+    /// `[B, M, 2d]`.
+    pub mem: Option<(&'a mut [T], bool)>,
+    /// `[K, d]`.
+    pub r: Option<(&'a mut [T], bool)>,
+    /// `[H, d_h]`.
+    pub u: Option<(&'a mut [T], bool)>,
+    /// `[H, d_h]`.
+    pub v: Option<(&'a mut [T], bool)>,
+}
+
+/// The backward pass from `dout` (`[B, T, d]`) and the saved probabilities.
+pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, probs: &[T], dout: &[T], grads: Grads<'_, T>) {
+    let (t, m, kk, dh, w, heads) = (d.t, d.m, d.keys(), d.dh, d.d(), d.heads);
+    let alpha = T::from_f64(d.scale);
+    let tasks = d.b * heads;
+    let rel = x.rel.is_some();
+    let want_rel = rel && (grads.r.is_some() || grads.u.is_some() || grads.v.is_some());
+    let (qkv_acc, mem_acc) = (
+        grads.qkv.as_ref().is_some_and(|g| g.1),
+        grads.mem.as_ref().is_some_and(|g| g.1),
+    );
+    let qkv_ptr = grads.qkv.map(|(g, _)| Shared(g.as_mut_ptr()));
+    let mem_ptr = grads.mem.map(|(g, _)| Shared(g.as_mut_ptr()));
+    // Per-task parts of the gradients shared by the batch: ∂R (K × d_h), ∂u, ∂v (d_h each).
+    let part = if want_rel { kk * dh + 2 * dh } else { 0 };
+    let mut parts = crate::pool::take_zeroed::<T>(tasks * part);
+    let body = |task: usize, part: &mut [T]| {
+        let (bi, h) = (task / heads, task % heads);
+        let hd = head(&x, d, bi, h);
+        let a = MatRef::from_row_major_slice(&probs[task * t * kk..(task + 1) * t * kk], t, kk);
+        let (am, ac) = a.split_at_col(m);
+        let go = view(dout, bi * t * w + h * dh, t, dh, w);
+        // ∂V = Aᵀ·∂O.
+        if let Some(p) = qkv_ptr {
+            // SAFETY: head h's value columns of batch bi belong to this task.
+            let dv = unsafe { p.view(bi * t * 3 * w + 2 * w + h * dh, t, dh, 3 * w) };
+            gemm(dv, qkv_acc, ac.transpose(), go, T::ONE);
+        }
+        if let (Some(p), true) = (mem_ptr, m > 0) {
+            // SAFETY: as above, in the memory's value columns.
+            let dv = unsafe { p.view(bi * m * 2 * w + w + h * dh, m, dh, 2 * w) };
+            gemm(dv, mem_acc, am.transpose(), go, T::ONE);
+        }
+        // G = α·A ⊙ (∂A − rowsum(A ⊙ ∂A)), with ∂A = ∂O·Vᵀ.
+        let mut g = crate::pool::take(t * kk);
+        {
+            let mut gm = MatMut::from_row_major_slice_mut(&mut g, t, kk);
+            let (gmm, gmc) = gm.rb_mut().split_at_col_mut(m);
+            gemm(gmm, false, go, hd.vm.transpose(), T::ONE);
+            gemm(gmc, false, go, hd.vc.transpose(), T::ONE);
+        }
+        let ad = &probs[task * t * kk..(task + 1) * t * kk];
+        for (grow, arow) in g.chunks_mut(kk).zip(ad.chunks(kk)) {
+            let dot = grow.iter().zip(arow).fold(T::ZERO, |s, (&x, &y)| s + x * y);
+            for (gv, &av) in grow.iter_mut().zip(arow) {
+                *gv = alpha * av * (*gv - dot);
+            }
+        }
+        let gref = MatRef::from_row_major_slice(&g, t, kk);
+        let (gmm, gmc) = gref.split_at_col(m);
+        // Q_u (the queries plus u with relative positions).
+        let mut qu = crate::pool::take(t * dh);
+        let qu_view = match x.rel {
+            Some((_, u, _)) => {
+                add_row(&mut qu, hd.q, &u[h * dh..(h + 1) * dh]);
+                MatRef::from_row_major_slice(&qu, t, dh)
+            }
+            None => hd.q,
+        };
+        // ∂K = Gᵀ·Q_u.
+        if let Some(p) = qkv_ptr {
+            // SAFETY: head h's key columns of batch bi belong to this task.
+            let dk = unsafe { p.view(bi * t * 3 * w + w + h * dh, t, dh, 3 * w) };
+            gemm(dk, qkv_acc, gmc.transpose(), qu_view, T::ONE);
+        }
+        if let (Some(p), true) = (mem_ptr, m > 0) {
+            // SAFETY: head h's memory key columns of batch bi belong to this task.
+            let dk = unsafe { p.view(bi * m * 2 * w + h * dh, m, dh, 2 * w) };
+            gemm(dk, mem_acc, gmm.transpose(), qu_view, T::ONE);
+        }
+        // ∂Q_u = G·K, into a scratch when ∂u needs its column sums.
+        let mut dq = crate::pool::take(t * dh);
+        {
+            let mut dqm = MatMut::from_row_major_slice_mut(&mut dq, t, dh);
+            gemm(dqm.rb_mut(), false, gmc, hd.kc, T::ONE);
+            if m > 0 {
+                gemm(dqm.rb_mut(), true, gmm, hd.km, T::ONE);
+            }
+        }
+        if let Some((_, _, vb)) = x.rel {
+            if want_rel {
+                let du = &mut part[kk * dh..kk * dh + dh];
+                for row in dq.chunks(dh) {
+                    du.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+                }
+            }
+            // G'[i, δ] = G[i, M + i − δ] for δ ≤ M + i.
+            let mut gp = crate::pool::take_zeroed(t * kk);
+            for i in 0..t {
+                let (src, dst) = (&g[i * kk..(i + 1) * kk], &mut gp[i * kk..(i + 1) * kk]);
+                for (j, &gv) in src.iter().enumerate().take((m + i + 1).min(kk)) {
+                    dst[m + i - j] = gv;
+                }
+            }
+            let gpm = MatRef::from_row_major_slice(&gp, t, kk);
+            let r = hd.r.expect("relative positions");
+            // ∂Q_v = G'·R.
+            let mut dqv = crate::pool::take(t * dh);
+            gemm(
+                MatMut::from_row_major_slice_mut(&mut dqv, t, dh),
+                false,
+                gpm,
+                r,
+                T::ONE,
+            );
+            if want_rel {
+                // This task's part of ∂R_h = G'ᵀ·Q_v, and of ∂v.
+                let mut qv = crate::pool::take(t * dh);
+                add_row(&mut qv, hd.q, &vb[h * dh..(h + 1) * dh]);
+                let (dr, rest) = part.split_at_mut(kk * dh);
+                gemm(
+                    MatMut::from_row_major_slice_mut(dr, kk, dh),
+                    false,
+                    gpm.transpose(),
+                    MatRef::from_row_major_slice(&qv, t, dh),
+                    T::ONE,
+                );
+                let dvb = &mut rest[dh..2 * dh];
+                for row in dqv.chunks(dh) {
+                    dvb.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+                }
+                crate::pool::give(qv);
+            }
+            for (row, out) in dqv.chunks(dh).zip(dq.chunks_mut(dh)) {
+                out.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
+            }
+            crate::pool::give(gp);
+            crate::pool::give(dqv);
+        }
+        if let Some(p) = qkv_ptr {
+            // SAFETY: head h's query columns of batch bi belong to this task.
+            let mut dst = unsafe { p.view(bi * t * 3 * w + h * dh, t, dh, 3 * w) };
+            for i in 0..t {
+                for c in 0..dh {
+                    let v = dq[i * dh + c];
+                    dst[(i, c)] = if qkv_acc { dst[(i, c)] + v } else { v };
+                }
+            }
+        }
+        crate::pool::give(dq);
+        crate::pool::give(qu);
+        crate::pool::give(g);
+    };
+    if part > 0 {
+        parts
+            .par_chunks_mut(part)
+            .enumerate()
+            .for_each(|(task, p)| body(task, p));
+    } else {
+        (0..tasks)
+            .into_par_iter()
+            .for_each(|task| body(task, &mut []));
+    }
+    if want_rel {
+        reduce_over_batch(d, &parts, part, grads.r, grads.u, grads.v);
+    }
+    crate::pool::give(parts);
+}
+
+/// Sums the per-task parts of `∂R`, `∂u`, `∂v` over the batch into their destinations.
+fn reduce_over_batch<T: Float>(
+    d: Dims,
+    parts: &[T],
+    part: usize,
+    r: Option<(&mut [T], bool)>,
+    u: Option<(&mut [T], bool)>,
+    v: Option<(&mut [T], bool)>,
+) {
+    let (kk, dh, w, heads) = (d.keys(), d.dh, d.d(), d.heads);
+    let sum = |h: usize, offset: usize, len: usize, out: &mut [T]| {
+        for (bi, chunk) in parts.chunks(part).skip(h).step_by(heads).enumerate() {
+            let src = &chunk[offset..offset + len];
+            if bi == 0 {
+                out.copy_from_slice(src);
+            } else {
+                out.iter_mut().zip(src).for_each(|(o, &s)| *o += s);
+            }
+        }
+    };
+    let mut row = vec![T::ZERO; kk * dh];
+    if let Some((dst, acc)) = r {
+        for h in 0..heads {
+            sum(h, 0, kk * dh, &mut row);
+            for j in 0..kk {
+                let (o, s) = (
+                    &mut dst[j * w + h * dh..j * w + (h + 1) * dh],
+                    &row[j * dh..(j + 1) * dh],
+                );
+                if acc {
+                    o.iter_mut().zip(s).for_each(|(o, &s)| *o += s);
+                } else {
+                    o.copy_from_slice(s);
+                }
+            }
+        }
+    }
+    for (target, offset) in [(u, kk * dh), (v, kk * dh + dh)] {
+        if let Some((dst, acc)) = target {
+            for h in 0..heads {
+                sum(h, offset, dh, &mut row[..dh]);
+                let o = &mut dst[h * dh..(h + 1) * dh];
+                if acc {
+                    o.iter_mut().zip(&row[..dh]).for_each(|(o, &s)| *o += s);
+                } else {
+                    o.copy_from_slice(&row[..dh]);
+                }
+            }
+        }
+    }
+}

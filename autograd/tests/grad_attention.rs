@@ -1,0 +1,114 @@
+//! The fused causal attention (`Var::causal_attention`): its VJP against central finite
+//! differences in f64, and its values and VJPs against the same attention composed from the
+//! engine's primitive ops (`causal_attention_composed`), with and without memory positions and
+//! relative positions, over random shapes.
+
+mod common;
+
+use common::{check_shaped, config, seed, tensor_of};
+use deq_autograd::{causal_attention_composed, RelativePositions, Rng, Tape, Tensor, Var};
+use proptest::prelude::*;
+
+/// `(B, T, M, H, d_h, relative positions)`.
+fn sizes() -> impl Strategy<Value = (usize, usize, usize, usize, usize, bool)> {
+    (
+        1usize..=2,
+        1usize..=5,
+        0usize..=3,
+        1usize..=2,
+        1usize..=3,
+        any::<bool>(),
+    )
+}
+
+/// Inputs `[qkv, mem?, r?, u?, v?]` for the sizes.
+fn inputs(
+    (b, t, m, h, dh, rel): (usize, usize, usize, usize, usize, bool),
+) -> BoxedStrategy<Vec<Tensor<f64>>> {
+    let w = h * dh;
+    let mut parts = vec![tensor_of(vec![b, t, 3 * w], -1.5..1.5).boxed()];
+    if m > 0 {
+        parts.push(tensor_of(vec![b, m, 2 * w], -1.5..1.5).boxed());
+    }
+    if rel {
+        parts.push(tensor_of(vec![m + t, w], -1.0..1.0).boxed());
+        parts.push(tensor_of(vec![h, dh], -0.5..0.5).boxed());
+        parts.push(tensor_of(vec![h, dh], -0.5..0.5).boxed());
+    }
+    parts.boxed()
+}
+
+/// Applies the fused (`composed == false`) or composed attention to `v` laid out by
+/// [`inputs`].
+fn attend(v: &[Var<f64>], m: usize, h: usize, dh: usize, rel: bool, composed: bool) -> Var<f64> {
+    let mem = (m > 0).then(|| &v[1]);
+    let at = if m > 0 { 2 } else { 1 };
+    let pos = rel.then(|| RelativePositions {
+        r: &v[at],
+        u: &v[at + 1],
+        v: &v[at + 2],
+    });
+    let scale = 1.0 / (dh as f64).sqrt();
+    if composed {
+        causal_attention_composed(&v[0], mem, pos, h, scale)
+    } else {
+        v[0].causal_attention(mem, pos, h, scale)
+    }
+}
+
+fn max_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
+    a.data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn fused_attention_gradients_match_finite_differences(
+        (s, x, seed) in sizes().prop_flat_map(|s| (Just(s), inputs(s), seed()))
+    ) {
+        let (b, t, m, h, dh, rel) = s;
+        check_shaped(
+            "causal_attention",
+            |v| attend(v, m, h, dh, rel, false),
+            x,
+            &[b, t, h * dh],
+            seed,
+        )?;
+    }
+
+    #[test]
+    fn fused_attention_equals_the_composed_ops(
+        (s, x, seed) in sizes().prop_flat_map(|s| (Just(s), inputs(s), seed()))
+    ) {
+        let (b, t, m, h, dh, rel) = s;
+        let run = |composed: bool| {
+            let tape = Tape::new();
+            let vars: Vec<Var<f64>> = x.iter().map(|t| tape.leaf(t.clone())).collect();
+            let y = attend(&vars, m, h, dh, rel, composed);
+            let u = Tensor::randn(&[b, t, h * dh], 1.0, &mut Rng::new(seed));
+            let wrt: Vec<&Var<f64>> = vars.iter().collect();
+            let grads = tape.vjp(&[&y], &[&u], &wrt);
+            (y.value().clone(), grads)
+        };
+        let ((y1, g1), (y2, g2)) = (run(false), run(true));
+        prop_assert!(max_diff(&y1, &y2) < 1e-12, "values differ by {}", max_diff(&y1, &y2));
+        for (k, (a, b)) in g1.iter().zip(&g2).enumerate() {
+            prop_assert!(max_diff(a, b) < 1e-10, "gradient {k} differs by {}", max_diff(a, b));
+        }
+    }
+}
+
+#[test]
+#[should_panic(
+    expected = "causal_attention: memory shape [2, 3, 10] does not match qkv shape [2, 4, 12]"
+)]
+fn mismatched_memory_panics_with_both_shapes() {
+    let qkv = Var::constant(Tensor::<f64>::zeros(&[2, 4, 12]));
+    let mem = Var::constant(Tensor::<f64>::zeros(&[2, 3, 10]));
+    qkv.causal_attention(Some(&mem), None, 2, 1.0);
+}
