@@ -223,15 +223,12 @@ impl<T: Float> LanguageModel<T> {
         let (out, stats, memory) = match &self.cell {
             Cell::Transformer { cell, inject } => {
                 let u = inject.forward(p, &emb);
-                let u_cat = match &mem.u {
-                    Some(m) => Var::concat(&[&Var::constant(m.clone()), &u], 1),
-                    None => u.clone(),
-                };
-                let klen = u_cat.dim(1);
-                let eff = cell.prepare(p, klen);
-                let step = cell.step(batch, mem.z.clone(), rng);
+                let memory = mem.z.as_ref().zip(mem.u.as_ref());
+                let klen = t + memory.map_or(0, |(z, _)| z.dim(1));
+                let eff = cell.prepare(p, memory, klen);
+                let step = cell.step(batch, rng);
                 let z0 = Tensor::zeros_on(&[batch, t, d], device);
-                let res = deq(&step, &u_cat, &eff, &z0, deq_cfg);
+                let res = deq(&step, &u, &eff, &z0, deq_cfg);
                 let m = cell.cfg.mem_len;
                 let memory = Memory {
                     z: keep_last(mem.z.as_ref(), res.z.value(), m),

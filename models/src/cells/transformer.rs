@@ -1,10 +1,13 @@
 //! The DEQ-Transformer cell (Bai et al. 2019, §4; locuslab/deq `deq_transformer.py`):
 //!
-//! `f(z; u) = LN(h + FFN(h))`, `h = LN(z + Attn([z_mem; z]·W_qkv + u_cat; R))`
+//! `f(z; u) = LN(h + FFN(h))`, `h = LN(z + Attn([z_mem; z]·W_qkv + [u_mem; u]; R))`
 //!
 //! The injection `u` (`[B, T, 3d]`, computed once from the embedding) enters the QKV
 //! projection; attention uses Transformer-XL relative positions over the previous segment's
-//! equilibrium (`mem_len` positions, detached) followed by the current one; both residual blocks
+//! equilibrium (`mem_len` positions, detached) followed by the current one. The memory's keys
+//! and values `z_mem·W_kv + u_mem,kv` do not change across solver iterations, so they are
+//! computed once per forward pass in [`DeqTransformerCell::prepare`] and each iteration
+//! projects only the `T` current positions (the memory's queries are never used); both residual blocks
 //! are post-LayerNorm without affine parameters; weight normalisation is applied once per
 //! forward pass in [`DeqTransformerCell::prepare`], and variational dropout masks are drawn once
 //! per forward pass and reused by every solver iteration.
@@ -86,17 +89,31 @@ impl DeqTransformerCell {
     }
 
     /// The per-forward-pass parameters of the cell, in the order [`TransformerStep`] expects:
-    /// weight-normalised weights and the projected position embeddings for `klen` keys. Computed
-    /// once, outside the solver, on the caller's tape.
-    pub fn prepare<T: Float>(&self, p: &[Var<T>], klen: usize) -> Vec<Var<T>> {
+    /// weight-normalised weights, the projected position embeddings for `klen` keys, and, with
+    /// a memory (`z_mem` `[B, M, d]` and its injection `u_mem` `[B, M, 3d]`, both detached),
+    /// the memory's keys and values `[B, M, 2d]`. Computed once, outside the solver, on the
+    /// caller's tape.
+    pub fn prepare<T: Float>(
+        &self,
+        p: &[Var<T>],
+        mem: Option<(&Tensor<T>, &Tensor<T>)>,
+        klen: usize,
+    ) -> Vec<Var<T>> {
+        let d = self.cfg.d_model;
         let device = p[self.o_net.b.expect("o_net bias").0].value().device();
         let pos = Var::constant(
-            sinusoid::<T>(klen, self.cfg.d_model)
+            sinusoid::<T>(klen, d)
                 .to_device(device)
                 .expect("the parameters' device is open"),
         );
-        vec![
-            self.qkv.weight(p),
+        let w_qkv = self.qkv.weight(p);
+        let mem_kv = mem.map(|(z, u)| {
+            Var::constant(z.clone())
+                .linear(&w_qkv.narrow(0, d, 2 * d), None)
+                .add(&Var::constant(u.clone()).narrow(2, d, 2 * d))
+        });
+        let mut e = vec![
+            w_qkv,
             self.r_net.forward(p, &pos),
             self.o_net.weight(p),
             p[self.o_net.b.expect("o_net bias").0].clone(),
@@ -106,17 +123,14 @@ impl DeqTransformerCell {
             p[self.ff1.b.expect("ff1 bias").0].clone(),
             self.ff2.weight(p),
             p[self.ff2.b.expect("ff2 bias").0].clone(),
-        ]
+        ];
+        e.extend(mem_kv);
+        e
     }
 
-    /// A cell application context for one forward pass: the memory (`[B, M, d]`, detached) and
-    /// freshly drawn dropout masks (`rng = None`: evaluation, no dropout).
-    pub fn step<T: Float>(
-        &self,
-        batch: usize,
-        mem: Option<Tensor<T>>,
-        rng: Option<&mut Rng>,
-    ) -> TransformerStep<T> {
+    /// A cell application context for one forward pass: freshly drawn dropout masks
+    /// (`rng = None`: evaluation, no dropout).
+    pub fn step<T: Float>(&self, batch: usize, rng: Option<&mut Rng>) -> TransformerStep<T> {
         let shape = [batch, 1, self.cfg.d_model];
         let (drop_attn, drop_ffn) = match rng {
             Some(r) if self.cfg.dropout > 0.0 => (
@@ -130,28 +144,22 @@ impl DeqTransformerCell {
         };
         TransformerStep {
             heads: self.cfg.n_head,
-            mem: mem.map(Var::constant),
             drop_attn,
             drop_ffn,
         }
     }
 }
 
-/// One forward pass's view of the cell: `f(z, u_cat, prepared params)`.
+/// One forward pass's view of the cell: `f(z, u, prepared params)` with `u` the `[B, T, 3d]`
+/// injection of the current positions.
 pub struct TransformerStep<T: Float> {
     heads: usize,
-    mem: Option<Var<T>>,
     drop_attn: VariationalDropout<T>,
     drop_ffn: VariationalDropout<T>,
 }
 
 impl<T: Float> ImplicitCell<T> for TransformerStep<T> {
-    fn apply(&self, z: &Var<T>, u_cat: &Var<T>, e: &[Var<T>]) -> Var<T> {
-        let t = z.dim(1);
-        let cat = match &self.mem {
-            Some(m) => Var::concat(&[m, z], 1),
-            None => z.clone(),
-        };
+    fn apply(&self, z: &Var<T>, u: &Var<T>, e: &[Var<T>]) -> Var<T> {
         let attn = RelAttention {
             w_qkv: &e[0],
             r: &e[1],
@@ -161,7 +169,10 @@ impl<T: Float> ImplicitCell<T> for TransformerStep<T> {
             r_r_bias: &e[5],
             heads: self.heads,
         };
-        let a = self.drop_attn.apply(&attn.attend(&cat, u_cat, t));
+        let qkv = z.linear(&e[0], None).add(u);
+        let a = self
+            .drop_attn
+            .apply(&attn.attend_projected(&qkv, e.get(10)));
         let h = z.add(&a).layer_norm(1e-5);
         let ff = h
             .linear(&e[6], Some(&e[7]))
