@@ -4,11 +4,10 @@
 //! (biased variance), then `y = x̂ ⊙ γ + β`. VJP, with `ĝ = g ⊙ γ`:
 //! `∂x = r·(ĝ - mean(ĝ) - x̂·mean(ĝ ⊙ x̂))`, `∂γ = Σ_rows g ⊙ x̂`, `∂β = Σ_rows g`.
 
-use super::softmax::rows_mut;
+use crate::cpu::layer_norm as kernel;
 #[cfg(feature = "cuda")]
 use crate::device::{buf, common_device};
 use crate::float::Float;
-use crate::kernels;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
 use crate::var::{record, Var};
@@ -21,61 +20,20 @@ struct LayerNormBackward<T: Float> {
     d: usize,
 }
 
-impl<T: Float> LayerNormBackward<T> {
-    fn grad_x(&self, g: &[T], dst: &mut [T], acc: bool) {
-        let (x, d) = (self.x.data(), self.d);
-        let gamma = self.gamma.as_ref().map(|t| t.data());
-        let inv_d = T::ONE / T::from_usize(d);
-        rows_mut(dst, d, |r, out| {
-            let (mu, rstd) = self.stats[r];
-            let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-            let gh = |i: usize| match gamma {
-                Some(gm) => gr[i] * gm[i],
-                None => gr[i],
-            };
-            let mut mean_g = T::ZERO;
-            let mut mean_gx = T::ZERO;
-            for (i, &xv) in xr.iter().enumerate() {
-                let xh = (xv - mu) * rstd;
-                mean_g += gh(i);
-                mean_gx += gh(i) * xh;
-            }
-            mean_g *= inv_d;
-            mean_gx *= inv_d;
-            for i in 0..d {
-                let xh = (xr[i] - mu) * rstd;
-                let v = rstd * (gh(i) - mean_g - xh * mean_gx);
-                out[i] = if acc { out[i] + v } else { v };
-            }
-        });
-    }
-
-    fn grad_affine(&self, beta: bool, g: &[T], dst: &mut [T], acc: bool) {
-        let (x, d) = (self.x.data(), self.d);
-        kernels::prepare(dst, acc);
-        for (r, &(mu, rstd)) in self.stats.iter().enumerate() {
-            let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-            if beta {
-                dst.iter_mut().zip(gr).for_each(|(o, &gv)| *o += gv);
-            } else {
-                for i in 0..d {
-                    dst[i] += gr[i] * (xr[i] - mu) * rstd;
-                }
-            }
-        }
-    }
-}
-
 impl<T: Float> Backward<T> for LayerNormBackward<T> {
     fn name(&self) -> &'static str {
         "layer_norm"
     }
 
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {
+        let (x, d) = (self.x.data(), self.d);
         match k {
-            0 => self.grad_x(g, dst, acc),
-            1 => self.grad_affine(false, g, dst, acc),
-            _ => self.grad_affine(true, g, dst, acc),
+            0 => {
+                let gamma = self.gamma.as_ref().map(|t| t.data());
+                kernel::backward_x(x, g, gamma, &self.stats, d, dst, acc)
+            }
+            1 => kernel::backward_affine(x, g, &self.stats, d, false, dst, acc),
+            _ => kernel::backward_affine(x, g, &self.stats, d, true, dst, acc),
         }
     }
 }
@@ -185,30 +143,10 @@ fn layer_norm_impl<T: Float>(x: &Var<T>, affine: Option<(&Var<T>, &Var<T>)>, eps
     }
     let xs = x.value().data();
     let rows = xs.len().checked_div(d).unwrap_or(0);
-    let eps_t = T::from_f64(eps);
-    let inv_d = T::ONE / T::from_usize(d.max(1));
-    let stats: Vec<(T, T)> = (0..rows)
-        .map(|r| {
-            let row = &xs[r * d..(r + 1) * d];
-            let mu = row.iter().copied().sum::<T>() * inv_d;
-            let var = row.iter().map(|&v| (v - mu) * (v - mu)).sum::<T>() * inv_d;
-            (mu, T::ONE / (var + eps_t).sqrt())
-        })
-        .collect();
-    let gamma = affine.map(|(g, _)| g.value().data());
-    let beta = affine.map(|(_, b)| b.value().data());
+    let mut stats = vec![(T::ZERO, T::ZERO); rows];
     let mut out = crate::pool::take(xs.len());
-    rows_mut(&mut out, d, |r, o| {
-        let (mu, rstd) = stats[r];
-        let row = &xs[r * d..(r + 1) * d];
-        for i in 0..d {
-            let xh = (row[i] - mu) * rstd;
-            o[i] = match (gamma, beta) {
-                (Some(g), Some(b)) => xh * g[i] + b[i],
-                _ => xh,
-            };
-        }
-    });
+    let params = affine.map(|(g, b)| (g.value().data(), b.value().data()));
+    kernel::forward(xs, d, params, T::from_f64(eps), &mut out, &mut stats);
     let value = Tensor::from_vec(out, shape);
     let make = || LayerNormBackward {
         x: x.value().clone(),

@@ -2,41 +2,15 @@
 //!
 //! Softmax `y = e^(x - max) / Σ e^(x - max)` has VJP `∂x = y ⊙ (g - ⟨g, y⟩)` per row;
 //! log-softmax `y = x - logsumexp(x)` has `∂x = g - softmax(x)·Σg`. Both keep only the output.
+//! The CPU loops are in [`crate::cpu::softmax`].
 
+use crate::cpu::softmax as kernel;
 #[cfg(feature = "cuda")]
 use crate::device::buf;
 use crate::float::Float;
-use crate::kernels::PAR_MIN;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
 use crate::var::{record, Var};
-use rayon::prelude::*;
-
-/// Runs `f(row_out, row_in...)` over rows of length `d`, in parallel for large tensors.
-pub(crate) fn rows_mut<T: Float>(
-    out: &mut [T],
-    d: usize,
-    f: impl Fn(usize, &mut [T]) + Sync + Send,
-) {
-    if d == 0 {
-        return;
-    }
-    if out.len() >= PAR_MIN {
-        out.par_chunks_mut(d).enumerate().for_each(|(r, o)| f(r, o));
-    } else {
-        out.chunks_mut(d).enumerate().for_each(|(r, o)| f(r, o));
-    }
-}
-
-/// `log Σ e^x` of one row, stable.
-pub(crate) fn logsumexp<T: Float>(row: &[T]) -> T {
-    let m = row.iter().copied().fold(-T::INFINITY, T::max);
-    if !m.is_finite() {
-        return m;
-    }
-    let s: T = row.iter().map(|&v| (v - m).exp_fast()).sum();
-    m + s.ln()
-}
 
 fn last_dim(op: &str, shape: &[usize]) -> usize {
     *shape
@@ -60,23 +34,7 @@ impl<T: Float> Backward<T> for SoftmaxBackward<T> {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let (y, d, log) = (self.y.data(), self.d, self.log);
-        rows_mut(dst, d, |r, out| {
-            let (yr, gr) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-            if log {
-                let s: T = gr.iter().copied().sum();
-                for i in 0..d {
-                    let v = gr[i] - yr[i].exp_fast() * s;
-                    out[i] = if acc { out[i] + v } else { v };
-                }
-            } else {
-                let dot: T = gr.iter().zip(yr).map(|(&a, &b)| a * b).sum();
-                for i in 0..d {
-                    let v = yr[i] * (gr[i] - dot);
-                    out[i] = if acc { out[i] + v } else { v };
-                }
-            }
-        });
+        kernel::backward(self.y.data(), g, self.d, self.log, dst, acc);
     }
 
     #[cfg(feature = "cuda")]
@@ -102,17 +60,7 @@ fn softmax_impl<T: Float>(x: &Var<T>, log: bool) -> Var<T> {
     }
     let xs = x.value().data();
     let mut out = crate::pool::take(xs.len());
-    rows_mut(&mut out, d, |r, o| {
-        let row = &xs[r * d..(r + 1) * d];
-        let lse = logsumexp(row);
-        for i in 0..d {
-            o[i] = if log {
-                row[i] - lse
-            } else {
-                (row[i] - lse).exp_fast()
-            };
-        }
-    });
+    kernel::forward(xs, d, log, &mut out);
     let value = Tensor::from_vec(out, x.shape());
     let y = value.clone();
     record(value, &[x], move || SoftmaxBackward { y, d, log })

@@ -1,0 +1,144 @@
+//! CPU loops of layer normalisation over the last axis ([`crate::ops::layer_norm`]):
+//! `x̂ = (x − μ)·r`, `r = 1/√(σ² + ε)`, optionally `y = x̂ ⊙ γ + β`; the backward pass
+//! `∂x = r·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))` with `ĝ = g ⊙ γ`. One parallel pass over rows
+//! each way, vectorised row reductions ([`super::rows`]).
+
+use super::rows;
+use super::softmax::rows_mut;
+use crate::float::Float;
+
+/// Writes the normalised rows into `out` and `(μ, r)` per row into `stats`.
+pub fn forward<T: Float>(
+    x: &[T],
+    d: usize,
+    affine: Option<(&[T], &[T])>,
+    eps: T,
+    out: &mut [T],
+    stats: &mut [(T, T)],
+) {
+    let inv_d = T::ONE / T::from_usize(d.max(1));
+    let stats_ptr = SyncPtr(stats.as_mut_ptr());
+    rows_mut(out, d, |r, o| {
+        let row = &x[r * d..(r + 1) * d];
+        let (mu, sq) = rows::mean_and_sq_dev(row);
+        let rstd = T::ONE / (sq * inv_d + eps).sqrt();
+        // SAFETY: row r's statistics are written by this call alone.
+        unsafe { *stats_ptr.get().add(r) = (mu, rstd) };
+        match affine {
+            Some((g, b)) => {
+                for i in 0..d {
+                    o[i] = (row[i] - mu) * rstd * g[i] + b[i];
+                }
+            }
+            None => o
+                .iter_mut()
+                .zip(row)
+                .for_each(|(o, &v)| *o = (v - mu) * rstd),
+        }
+    });
+}
+
+/// `dst (+)= ∂x`.
+pub fn backward_x<T: Float>(
+    x: &[T],
+    g: &[T],
+    gamma: Option<&[T]>,
+    stats: &[(T, T)],
+    d: usize,
+    dst: &mut [T],
+    acc: bool,
+) {
+    let inv_d = T::ONE / T::from_usize(d.max(1));
+    rows_mut(dst, d, |r, out| {
+        let (mu, rstd) = stats[r];
+        let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+        let (s_g, s_gx) = match gamma {
+            Some(gm) => sums(gr, Some(gm), xr, mu),
+            None => sums(gr, None, xr, mu),
+        };
+        let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
+        let value = |i: usize| {
+            let gh = match gamma {
+                Some(gm) => gr[i] * gm[i],
+                None => gr[i],
+            };
+            rstd * (gh - mean_g - (xr[i] - mu) * rstd * mean_gx)
+        };
+        if acc {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o += value(i);
+            }
+        } else {
+            for (i, o) in out.iter_mut().enumerate() {
+                *o = value(i);
+            }
+        }
+    });
+}
+
+/// `(Σ ĝ, Σ ĝ·(x − μ))` with `ĝ = g ⊙ γ`, with lane accumulators.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `ĝ(i)` reads two or three slices by one index
+fn sums<T: Float>(g: &[T], gamma: Option<&[T]>, x: &[T], mu: T) -> (T, T) {
+    const L: usize = rows::LANES;
+    let (mut a, mut b) = ([T::ZERO; L], [T::ZERO; L]);
+    let full = g.len() - g.len() % L;
+    let gh = |i: usize| match gamma {
+        Some(w) => g[i] * w[i],
+        None => g[i],
+    };
+    for c in (0..full).step_by(L) {
+        for l in 0..L {
+            let v = gh(c + l);
+            a[l] += v;
+            b[l] += v * (x[c + l] - mu);
+        }
+    }
+    let (mut sa, mut sb) = (rows::sum(&a), rows::sum(&b));
+    for i in full..g.len() {
+        let v = gh(i);
+        sa += v;
+        sb += v * (x[i] - mu);
+    }
+    (sa, sb)
+}
+
+/// `dst (+)= Σ_rows g ⊙ x̂` (`∂γ`, when `beta` is false) or `Σ_rows g` (`∂β`).
+pub fn backward_affine<T: Float>(
+    x: &[T],
+    g: &[T],
+    stats: &[(T, T)],
+    d: usize,
+    beta: bool,
+    dst: &mut [T],
+    acc: bool,
+) {
+    if !acc {
+        dst.fill(T::ZERO);
+    }
+    for (r, &(mu, rstd)) in stats.iter().enumerate() {
+        let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+        if beta {
+            dst.iter_mut().zip(gr).for_each(|(o, &gv)| *o += gv);
+        } else {
+            for i in 0..d {
+                dst[i] += gr[i] * (xr[i] - mu) * rstd;
+            }
+        }
+    }
+}
+
+/// A raw pointer that may cross threads (rows write disjoint entries).
+#[derive(Clone, Copy)]
+struct SyncPtr<T>(*mut T);
+// SAFETY: used only for disjoint per-row writes inside `rows_mut`.
+unsafe impl<T> Send for SyncPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SyncPtr<T> {}
+
+impl<T> SyncPtr<T> {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
