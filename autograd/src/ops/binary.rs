@@ -1,6 +1,6 @@
 //! Element-wise arithmetic with broadcasting (`+ - × ÷`) and scalar shifts and scales.
 
-use super::broadcast::{broadcast_shape, broadcast_strides, walk2};
+use super::broadcast::{broadcast_shape, broadcast_strides, walk1, walk2};
 #[cfg(feature = "cuda")]
 use crate::device::{buf, common_device, Device};
 use crate::float::Float;
@@ -65,9 +65,50 @@ impl Kind {
 
 struct BinaryBackward<T: Float> {
     kind: Kind,
-    a: Tensor<T>,
-    b: Tensor<T>,
+    /// The operands, kept only when the derivative reads them (`mul`, `div`; always on a
+    /// GPU); `add` and `sub` keep their shapes alone.
+    a: Operand<T>,
+    b: Operand<T>,
     out: Shape,
+}
+
+/// A recorded operand: its values, or only its shape when the VJP does not read them.
+enum Operand<T: Float> {
+    Kept(Tensor<T>),
+    Shape(Shape),
+}
+
+impl<T: Float> Operand<T> {
+    fn new(t: &Tensor<T>, keep: bool) -> Self {
+        if keep {
+            Operand::Kept(t.clone())
+        } else {
+            Operand::Shape(Shape::from_slice(t.shape()))
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Operand::Kept(t) => t.shape(),
+            Operand::Shape(s) => s,
+        }
+    }
+
+    /// The values; an unkept operand is never read, so it stands in as an empty slice.
+    fn data(&self) -> &[T] {
+        match self {
+            Operand::Kept(t) => t.data(),
+            Operand::Shape(_) => &[],
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn tensor(&self) -> &Tensor<T> {
+        match self {
+            Operand::Kept(t) => t,
+            Operand::Shape(_) => unreachable!("gpu recordings keep their operands"),
+        }
+    }
 }
 
 impl<T: Float> Backward<T> for BinaryBackward<T> {
@@ -92,6 +133,16 @@ impl<T: Float> Backward<T> for BinaryBackward<T> {
             return;
         }
         kernels::prepare(dst, acc);
+        if matches!(kind, Kind::Add | Kind::Sub) {
+            // ±g summed over the broadcast axes; the operands are not kept, nor read.
+            let sign = if kind == Kind::Sub && k == 1 {
+                -T::ONE
+            } else {
+                T::ONE
+            };
+            reduce_broadcast(g, target.shape(), &self.out, sign, dst);
+            return;
+        }
         let sa = broadcast_strides(self.a.shape(), &self.out);
         let sb = broadcast_strides(self.b.shape(), &self.out);
         let (av, bv) = (a, b);
@@ -110,8 +161,8 @@ impl<T: Float> Backward<T> for BinaryBackward<T> {
         acc: bool,
     ) {
         let name = self.kind.name();
-        let a = (buf(name, &self.a), self.a.shape());
-        let b = (buf(name, &self.b), self.b.shape());
+        let a = (buf(name, self.a.tensor()), self.a.shape());
+        let b = (buf(name, self.b.tensor()), self.b.shape());
         deq_cuda::ops::broadcast::binary_backward(self.kind.gpu(), k, g, a, b, &self.out, dst, acc);
     }
 }
@@ -133,8 +184,8 @@ fn binary<T: Float>(kind: Kind, a: &Var<T>, b: &Var<T>) -> Var<T> {
         let value = Tensor::from_gpu(out, &out_shape);
         return record(value, &[a, b], || BinaryBackward {
             kind,
-            a: av.clone(),
-            b: bv.clone(),
+            a: Operand::new(av, true),
+            b: Operand::new(bv, true),
             out: out_shape.clone(),
         });
     }
@@ -157,12 +208,30 @@ fn binary<T: Float>(kind: Kind, a: &Var<T>, b: &Var<T>) -> Var<T> {
         });
     }
     let value = Tensor::from_vec(out, &out_shape);
+    let keep = matches!(kind, Kind::Mul | Kind::Div);
     record(value, &[a, b], || BinaryBackward {
         kind,
-        a: av.clone(),
-        b: bv.clone(),
+        a: Operand::new(av, keep),
+        b: Operand::new(bv, keep),
         out: out_shape.clone(),
     })
+}
+
+/// `dst += sign · g` summed over the axes along which `target` was broadcast to `out`. A
+/// target that is a trailing block of `out` (a bias `[d]` over `[B, T, d]`) is a sum of
+/// contiguous rows; anything else walks the broadcast strides.
+fn reduce_broadcast<T: Float>(g: &[T], target: &[usize], out: &[usize], sign: T, dst: &mut [T]) {
+    let n: usize = target.iter().product();
+    let lead = out.len() - target.len();
+    let trailing = target.iter().zip(&out[lead..]).all(|(a, b)| a == b);
+    if trailing && n > 0 {
+        for row in g.chunks_exact(n) {
+            dst.iter_mut().zip(row).for_each(|(d, &v)| *d += sign * v);
+        }
+        return;
+    }
+    let st = broadcast_strides(target, out);
+    walk1(out, &st, |i, it| dst[it] += sign * g[i]);
 }
 
 struct ScalarBackward {

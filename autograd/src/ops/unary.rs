@@ -74,7 +74,18 @@ impl Kind {
         }
     }
 
-    /// g · f'(x), given the input `x` and the output `y = f(x)`.
+    /// Which values [`Kind::derivative`] reads: `(input, output)`. A recording keeps only
+    /// those (relu keeps its output, not the pre-activation; neg keeps nothing).
+    fn reads(self) -> (bool, bool) {
+        match self {
+            Kind::Neg => (false, false),
+            Kind::Exp | Kind::Tanh | Kind::Sigmoid | Kind::Relu | Kind::Sqrt => (false, true),
+            Kind::Log | Kind::Gelu | Kind::Powi(_) => (true, false),
+        }
+    }
+
+    /// g · f'(x), given the input `x` and the output `y = f(x)` (only those of
+    /// [`Kind::reads`] are meaningful).
     #[inline(always)]
     fn derivative<T: Float>(self, g: T, x: T, y: T) -> T {
         match self {
@@ -83,8 +94,9 @@ impl Kind {
             Kind::Log => g / x,
             Kind::Tanh => g * (T::ONE - y * y),
             Kind::Sigmoid => g * y * (T::ONE - y),
+            // From the output: y > 0 exactly when x > 0.
             Kind::Relu => {
-                if x > T::ZERO {
+                if y > T::ZERO {
                     g
                 } else {
                     T::ZERO
@@ -116,8 +128,10 @@ fn sigmoid<T: Float>(x: T) -> T {
 
 struct UnaryBackward<T: Float> {
     kind: Kind,
-    x: Tensor<T>,
-    y: Tensor<T>,
+    /// The input, when the derivative reads it (always on a GPU).
+    x: Option<Tensor<T>>,
+    /// The output, when the derivative reads it (always on a GPU).
+    y: Option<Tensor<T>>,
 }
 
 impl<T: Float> Backward<T> for UnaryBackward<T> {
@@ -126,7 +140,9 @@ impl<T: Float> Backward<T> for UnaryBackward<T> {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let (x, y) = (self.x.data(), self.y.data());
+        // A value the derivative does not read is stood in for by one it has (never read).
+        let x = self.x.as_ref().or(self.y.as_ref()).map_or(g, |t| t.data());
+        let y = self.y.as_ref().or(self.x.as_ref()).map_or(g, |t| t.data());
         macro_rules! go {
             ($kind:expr) => {
                 kernels::zip3_into(dst, g, x, y, |g, x, y| $kind.derivative(g, x, y), acc)
@@ -153,7 +169,9 @@ impl<T: Float> Backward<T> for UnaryBackward<T> {
         dst: &mut deq_cuda::GpuBuffer<T>,
         acc: bool,
     ) {
-        let (x, y) = (buf("unary", &self.x), buf("unary", &self.y));
+        let expect = "unary: a gpu recording keeps x and y";
+        let x = buf("unary", self.x.as_ref().expect(expect));
+        let y = buf("unary", self.y.as_ref().expect(expect));
         deq_cuda::ops::elementwise::unary_backward(self.kind.gpu(), g, x, y, dst, acc);
     }
 }
@@ -164,7 +182,7 @@ fn unary<T: Float>(kind: Kind, a: &Var<T>) -> Var<T> {
     if let Some(x) = v.gpu() {
         let y = deq_cuda::ops::elementwise::unary(kind.gpu(), x);
         let value = Tensor::from_gpu(y, v.shape());
-        let (x, y) = (v.clone(), value.clone());
+        let (x, y) = (Some(v.clone()), Some(value.clone()));
         return record(value, &[a], move || UnaryBackward { kind, x, y });
     }
     let value = match kind {
@@ -178,8 +196,9 @@ fn unary<T: Float>(kind: Kind, a: &Var<T>) -> Var<T> {
         Kind::Sqrt => v.map(|x| Kind::Sqrt.apply(x)),
         Kind::Powi(n) => v.map(move |x| Kind::Powi(n).apply(x)),
     };
-    let x = a.value().clone();
-    let y = value.clone();
+    let (reads_x, reads_y) = kind.reads();
+    let x = reads_x.then(|| a.value().clone());
+    let y = reads_y.then(|| value.clone());
     record(value, &[a], move || UnaryBackward { kind, x, y })
 }
 
