@@ -118,6 +118,37 @@ pub fn zip_into_self<T: Float>(dst: &mut [T], src: &[T], f: impl Fn(T, T) -> T +
     }
 }
 
+/// `x[i] = f(x[i])` in place.
+pub fn map_self<T: Float>(x: &mut [T], f: impl Fn(T) -> T + Sync + Send) {
+    if x.len() >= PAR_MIN {
+        x.par_chunks_mut(CHUNK)
+            .for_each(|c| c.iter_mut().for_each(|v| *v = f(*v)));
+    } else {
+        x.iter_mut().for_each(|v| *v = f(*v));
+    }
+}
+
+/// `dst[i] = f(dst[i], a[i], b[i])` in place.
+pub fn zip_into_self3<T: Float>(
+    dst: &mut [T],
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T, T) -> T + Sync + Send,
+) {
+    let body = |d: &mut [T], a: &[T], b: &[T]| {
+        for i in 0..d.len() {
+            d[i] = f(d[i], a[i], b[i]);
+        }
+    };
+    if dst.len() >= PAR_MIN {
+        dst.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(d, (a, b))| body(d, a, b));
+    } else {
+        body(dst, a, b);
+    }
+}
+
 /// Zeroes `dst` unless accumulating (so that later code can always add).
 pub fn prepare<T: Float>(dst: &mut [T], acc: bool) {
     if !acc {

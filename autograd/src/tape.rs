@@ -41,12 +41,29 @@ pub trait Backward<T: Float> {
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool);
 
     /// The gradients of several inputs from one cotangent, for ops that share work between
-    /// them (a fused attention computes `∂scores` once for `∂Q`, `∂K`, `∂V`). The default
-    /// calls [`Backward::vjp`] for each target. Every target is a different input variable.
+    /// them (a fused attention computes `∂scores` once for `∂Q`, `∂K`, `∂V`); the tape calls
+    /// it only when [`Backward::shares_work`] says so. The default calls [`Backward::vjp`]
+    /// for each target. Every target is a different input variable.
     fn vjp_many(&self, g: &[T], targets: &mut [VjpTarget<'_, T>]) {
         for t in targets {
             self.vjp(t.k, g, t.dst, t.acc);
         }
+    }
+
+    /// True when [`Backward::vjp_many`] computes several inputs' gradients for less than the
+    /// sum of single calls.
+    fn shares_work(&self) -> bool {
+        false
+    }
+
+    /// Overwrites `g` with `gᵀ·∂out/∂input_k` and returns true, when the op can do that in
+    /// place (element-wise and row-wise ops whose input `k` has the output's shape); returns
+    /// false, leaving `g` untouched, otherwise. When the cotangent is not needed after this
+    /// input, the tape then hands the buffer on instead of allocating one and copying: an
+    /// `add`'s VJP becomes free, and the reverse sweep holds one buffer less.
+    fn vjp_in_place(&self, k: usize, g: &mut [T]) -> bool {
+        let _ = (k, g);
+        false
     }
 
     /// [`Backward::vjp`] on device buffers, for ops recorded on CUDA tensors. Ops without a
@@ -404,16 +421,18 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
     let i = step.node as usize;
     // No gradient reached this node in this sweep (a custom op returned `None` for it): it is
     // zero and contributes nothing.
-    let Some(g) = ws.grads[i].take() else {
+    let Some(mut g) = ws.grads[i].take() else {
         return;
     };
     let node = &nodes[i];
+    let mut consumed = false;
     match &node.op {
         NodeOp::Leaf => {}
         NodeOp::Builtin(op) => {
             let input =
                 |k: u8| node.inputs[k as usize].expect("planned input is recorded") as usize;
             let distinct = step.positions.len() > 1
+                && op.shares_work()
                 && step
                     .positions
                     .iter()
@@ -458,8 +477,20 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
                     }
                 }
                 _ => {
-                    for &k in &step.positions {
+                    let last = step.positions.len() - 1;
+                    for (n, &k) in step.positions.iter().enumerate() {
                         let p = input(k);
+                        // The last input may take the cotangent's buffer over, transformed in
+                        // place, when nothing reads the cotangent afterwards.
+                        if n == last && step.release && ws.grads[p].is_none() {
+                            if let GradBuf::Cpu(gv) = &mut g {
+                                let numel: usize = nodes[p].shape.iter().product();
+                                if gv.len() == numel && op.vjp_in_place(k as usize, gv) {
+                                    consumed = true;
+                                    break;
+                                }
+                            }
+                        }
                         let (mut dst, acc) = take_input(nodes, ws, p);
                         match (&g, &mut dst) {
                             (GradBuf::Cpu(g), GradBuf::Cpu(d)) => op.vjp(k as usize, g, d, acc),
@@ -476,6 +507,10 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
                             ),
                         }
                         ws.grads[p] = Some(dst);
+                    }
+                    if consumed {
+                        ws.grads[input(step.positions[last])] = Some(g);
+                        return;
                     }
                 }
             }

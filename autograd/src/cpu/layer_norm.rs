@@ -76,6 +76,31 @@ pub fn backward_x<T: Float>(
     });
 }
 
+/// [`backward_x`] over the cotangent's own buffer (`g` becomes `∂x`; each row's sums are
+/// taken before the row is rewritten).
+pub fn backward_x_in_place<T: Float>(
+    x: &[T],
+    g: &mut [T],
+    gamma: Option<&[T]>,
+    stats: &[(T, T)],
+    d: usize,
+) {
+    let inv_d = T::ONE / T::from_usize(d.max(1));
+    rows_mut(g, d, |r, gr| {
+        let (mu, rstd) = stats[r];
+        let xr = &x[r * d..(r + 1) * d];
+        let (s_g, s_gx) = sums(gr, gamma, xr, mu);
+        let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
+        for (i, gv) in gr.iter_mut().enumerate() {
+            let gh = match gamma {
+                Some(gm) => *gv * gm[i],
+                None => *gv,
+            };
+            *gv = rstd * (gh - mean_g - (xr[i] - mu) * rstd * mean_gx);
+        }
+    });
+}
+
 /// `(Σ ĝ, Σ ĝ·(x − μ))` with `ĝ = g ⊙ γ`, with lane accumulators.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // `ĝ(i)` reads two or three slices by one index

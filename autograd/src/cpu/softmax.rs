@@ -65,3 +65,22 @@ pub fn backward<T: Float>(y: &[T], g: &[T], d: usize, log: bool, dst: &mut [T], 
         }
     });
 }
+
+/// [`backward`] over the cotangent's own buffer (`g` becomes `∂x`): each row's reduction is
+/// taken before the row is rewritten.
+pub fn backward_in_place<T: Float>(y: &[T], g: &mut [T], d: usize, log: bool) {
+    rows_mut(g, d, |r, gr| {
+        let yr = &y[r * d..(r + 1) * d];
+        if log {
+            let s = rows::sum(gr);
+            gr.iter_mut()
+                .zip(yr)
+                .for_each(|(g, &y)| *g -= y.exp_fast() * s);
+        } else {
+            let dot = rows::dot(gr, yr);
+            gr.iter_mut()
+                .zip(yr)
+                .for_each(|(g, &y)| *g = y * (*g - dot));
+        }
+    });
+}

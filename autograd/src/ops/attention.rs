@@ -81,6 +81,10 @@ impl<T: Float> Backward<T> for AttentionBackward<T> {
         self.vjp_many(g, &mut [VjpTarget { k, dst, acc }]);
     }
 
+    fn shares_work(&self) -> bool {
+        true
+    }
+
     fn vjp_many(&self, g: &[T], targets: &mut [VjpTarget<'_, T>]) {
         let mut grads = Grads {
             qkv: None,

@@ -152,6 +152,22 @@ impl<T: Float> Backward<T> for BinaryBackward<T> {
         });
     }
 
+    fn vjp_in_place(&self, k: usize, g: &mut [T]) -> bool {
+        let target = if k == 0 { &self.a } else { &self.b };
+        if target.shape() != &self.out[..] || self.a.shape() != self.b.shape() {
+            return false;
+        }
+        match (self.kind, k) {
+            (Kind::Add, _) | (Kind::Sub, 0) => {}
+            (Kind::Sub, _) => kernels::map_self(g, |g| -g),
+            (Kind::Mul, 0) => kernels::zip_into_self(g, self.b.data(), |g, b| g * b),
+            (Kind::Mul, _) => kernels::zip_into_self(g, self.a.data(), |g, a| g * a),
+            (Kind::Div, 0) => kernels::zip_into_self(g, self.b.data(), |g, b| g / b),
+            (Kind::Div, _) => return false,
+        }
+        true
+    }
+
     #[cfg(feature = "cuda")]
     fn vjp_gpu(
         &self,
@@ -250,6 +266,14 @@ impl<T: Float> Backward<T> for ScalarBackward {
             let s = T::from_f64(self.scale);
             kernels::map_into(dst, g, |g| g * s, acc);
         }
+    }
+
+    fn vjp_in_place(&self, _k: usize, g: &mut [T]) -> bool {
+        if self.scale != 1.0 {
+            let s = T::from_f64(self.scale);
+            kernels::map_self(g, |g| g * s);
+        }
+        true
     }
 
     #[cfg(feature = "cuda")]

@@ -25,6 +25,15 @@ impl<T: Float> Backward<T> for LayerNormBackward<T> {
         "layer_norm"
     }
 
+    fn vjp_in_place(&self, k: usize, g: &mut [T]) -> bool {
+        if k != 0 {
+            return false;
+        }
+        let gamma = self.gamma.as_ref().map(|t| t.data());
+        kernel::backward_x_in_place(self.x.data(), g, gamma, &self.stats, self.d);
+        true
+    }
+
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {
         let (x, d) = (self.x.data(), self.d);
         match k {

@@ -20,6 +20,10 @@ impl<T: Float> Backward<T> for ReshapeBackward {
         kernels::write(dst, g, acc);
     }
 
+    fn vjp_in_place(&self, _k: usize, _g: &mut [T]) -> bool {
+        true
+    }
+
     #[cfg(feature = "cuda")]
     fn vjp_gpu(
         &self,

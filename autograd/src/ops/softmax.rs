@@ -37,6 +37,11 @@ impl<T: Float> Backward<T> for SoftmaxBackward<T> {
         kernel::backward(self.y.data(), g, self.d, self.log, dst, acc);
     }
 
+    fn vjp_in_place(&self, _k: usize, g: &mut [T]) -> bool {
+        kernel::backward_in_place(self.y.data(), g, self.d, self.log);
+        true
+    }
+
     #[cfg(feature = "cuda")]
     fn vjp_gpu(
         &self,

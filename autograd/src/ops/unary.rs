@@ -161,6 +161,33 @@ impl<T: Float> Backward<T> for UnaryBackward<T> {
         }
     }
 
+    fn vjp_in_place(&self, _k: usize, g: &mut [T]) -> bool {
+        let x = self.x.as_ref().or(self.y.as_ref()).map(|t| t.data());
+        let y = self.y.as_ref().or(self.x.as_ref()).map(|t| t.data());
+        macro_rules! go {
+            ($kind:expr) => {
+                match (x, y) {
+                    (Some(x), Some(y)) => {
+                        kernels::zip_into_self3(g, x, y, |g, x, y| $kind.derivative(g, x, y))
+                    }
+                    _ => kernels::map_self(g, |g| $kind.derivative(g, g, g)),
+                }
+            };
+        }
+        match self.kind {
+            Kind::Neg => go!(Kind::Neg),
+            Kind::Exp => go!(Kind::Exp),
+            Kind::Log => go!(Kind::Log),
+            Kind::Tanh => go!(Kind::Tanh),
+            Kind::Sigmoid => go!(Kind::Sigmoid),
+            Kind::Relu => go!(Kind::Relu),
+            Kind::Gelu => go!(Kind::Gelu),
+            Kind::Sqrt => go!(Kind::Sqrt),
+            Kind::Powi(n) => go!(Kind::Powi(n)),
+        }
+        true
+    }
+
     #[cfg(feature = "cuda")]
     fn vjp_gpu(
         &self,
