@@ -45,9 +45,10 @@ find_cuda_libraries() {
     add_dirs /usr/local/cuda/lib64 /usr/local/cuda/targets/*/lib
     local joined
     joined=$(printf '%s\n' "${lib_dirs[@]}" | awk '!seen[$0]++' | paste -sd: -)
-    if [ -n "$joined" ]; then
-        export LD_LIBRARY_PATH="$joined${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    fi
+    case ":${LD_LIBRARY_PATH:-}:" in
+        *":$joined:"*) ;; # already there (the facts step inherits it)
+        *) [ -n "$joined" ] && export LD_LIBRARY_PATH="$joined${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;;
+    esac
 }
 
 # The facts of the machine, printed by `gpu-check.sh facts 1|2` under a time limit.
@@ -155,6 +156,7 @@ echo "gpu-check call $part: ${#steps[@]} steps, at most $total s"
 
 summary="$work/summary-$part.txt"
 failed=0
+declare -A status # log file -> exit status
 : >"$work/verdicts"
 : >"$work/excerpts"
 for s in "${steps[@]}"; do
@@ -163,6 +165,7 @@ for s in "${steps[@]}"; do
     # shellcheck disable=SC2086 # the command is split into words on purpose
     timeout -k "$grace" "$limit" $cmd >"$work/$log" 2>&1
     rc=$?
+    status[$log]=$rc
     case $rc in
         0) verdict=PASS ;;
         124 | 137) verdict="TIMEOUT (${limit}s)" ;;
@@ -186,14 +189,15 @@ done
     echo "==================== gpu-check call $part: summary ===================="
     cat "$work/verdicts"
     if [ "$part" = 1 ]; then
-        grep -E '^(gpu|nvcc|glibc|NOT RUNNABLE):' "$work/facts.log"
+        grep -E '^(gpu|nvcc|found|ldconfig|glibc|NOT RUNNABLE):' "$work/facts.log"
         # The device test's lines (the first may follow the test's name on the same line).
-        grep -oE '(cuda:0 is|kernels:|CUDA driver:|NVRTC:|cuBLAS:|loaded( CUDA libraries)?:) .*' \
+        grep -oE '(cuda:0 is|cuda:0 did not open:|kernels:|CUDA driver:|NVRTC:|cuBLAS:|loaded( CUDA libraries)?:) .*' \
             "$work/facts.log"
         grep -h 'cases match the CPU' "$work"/test-*.log
     else
         grep -E '^(gpu|nvcc):' "$work/facts.log"
-        grep -vE '^\s*$' "$work/bench.log" | tail -n 30
+        # The bench's table (on failure its last lines are among the excerpts below).
+        [ "${status[bench.log]}" = 0 ] && grep -vE '^\s*$' "$work/bench.log" | tail -n 30
         grep -E '^(gpu_train|stopping|trained|peak GPU|evaluated)' "$work/gpu_train.log"
     fi
     cat "$work/excerpts"

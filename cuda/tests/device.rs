@@ -4,20 +4,30 @@
 //! nothing skips with `DEQ_REQUIRE_GPU=1`).
 
 use deq_cuda::blas::{gemm, Operand};
-use deq_cuda::harness::{compare, test_gpu};
+use deq_cuda::harness::{compare, gpu_required, run_or_skip, test_gpu};
 use deq_cuda::{libraries, ErrorKind, Gpu};
 
 #[test]
 fn opening_reports_the_device_or_why_there_is_none() {
-    // Prints the facts a GPU check needs first: the device, how its kernels were loaded,
-    // and which CUDA libraries (paths and versions) this process uses.
-    if let Some(g) = test_gpu("opening_reports_the_device_or_why_there_is_none") {
-        let (major, minor) = g.compute_capability();
-        eprintln!("cuda:0 is {} (compute {major}.{minor})", g.name());
-        let [f32_image, f64_image] = g.kernel_images();
-        eprintln!("kernels: f32 {f32_image}; f64 {f64_image}");
+    // Prints the facts a GPU check needs first, whether or not the device opens: the device,
+    // how its kernels were loaded, and which CUDA libraries (paths and versions) this process
+    // uses; then applies the harness's rules to the outcome.
+    let opened = Gpu::open(0);
+    match &opened {
+        Ok(g) => {
+            let (major, minor) = g.compute_capability();
+            eprintln!("\ncuda:0 is {} (compute {major}.{minor})", g.name());
+            let [f32_image, f64_image] = g.kernel_images();
+            eprintln!("kernels: f32 {f32_image}; f64 {f64_image}");
+        }
+        Err(e) => eprintln!("\ncuda:0 did not open: {e}"),
     }
     eprintln!("{}", libraries::report());
+    run_or_skip(
+        "opening_reports_the_device_or_why_there_is_none",
+        opened,
+        gpu_required(),
+    );
     // A device far beyond any machine's count is always "no CUDA device" (or no driver),
     // an error that says there is no GPU to use, not a fault.
     let err = Gpu::open(4096).expect_err("no machine has 4097 GPUs");

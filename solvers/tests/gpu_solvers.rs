@@ -395,10 +395,12 @@ fn solver_statistics_match_on_the_gpu_in_hard_cases() {
 }
 
 /// The comparison of the GPU tests cannot fail by construction, and still sees real errors:
-/// on the CPU, every hard case against itself with each value of `f` perturbed by a few units
-/// in the last place (what another summation order, another `tanh` or a fused multiply-add
-/// does) agrees for several noise draws; perturbed by 1e-7 (an f32-accurate kernel in an f64
-/// solve), the converging cases differ.
+/// on the CPU, every hard case against itself with each value of `f` perturbed by 64 units in
+/// the last place (the error bound of a 48-term dot product summed in another order; another
+/// `tanh` or a fused multiply-add does less) agrees for several noise draws; perturbed by 1e-7
+/// (an f32-accurate kernel in an f64 solve), the converging cases differ. (The comparison
+/// still agrees at 1024 ulps; with the exploding sample's old `10z + 1`, which sits on the
+/// protective threshold, it fails at 64.)
 #[cfg(feature = "cuda")]
 #[test]
 fn the_statistics_comparison_tolerates_rounding_but_not_errors() {
@@ -407,7 +409,7 @@ fn the_statistics_comparison_tolerates_rounding_but_not_errors() {
         let (z, reference) = run_hard_case(Device::Cpu, &cfg, bad, None);
         for seed in 1..=4 {
             let (zn, noisy) =
-                run_hard_case(Device::Cpu, &cfg, bad, Some((4.0 * f64::EPSILON, seed)));
+                run_hard_case(Device::Cpu, &cfg, bad, Some((64.0 * f64::EPSILON, seed)));
             if let Err(e) = deq_cuda::harness::compare(&zn, &z, 1e-9) {
                 failures.push(format!("{name} (seed {seed}): iterates: {e}"));
             }
