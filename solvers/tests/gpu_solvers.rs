@@ -8,6 +8,9 @@
 //! and to runs with a real error). Without a GPU the GPU tests skip, saying why (never with
 //! `DEQ_REQUIRE_GPU=1`; the rules are `deq_cuda::harness`'s).
 
+// Without the `cuda` feature only the CPU half of the hard cases runs; the rest is unused.
+#![cfg_attr(not(feature = "cuda"), allow(dead_code, unused_imports))]
+
 use deq_autograd::{Device, Rng, Tape, Tensor, Var};
 use deq_solvers::{
     deq, solve, BackwardMode, DeqConfig, ImplicitCell, SolveStats, SolverConfig, SolverKind,
