@@ -6,8 +6,8 @@
 //! ```
 //!
 //! It prints a progress line every 50 steps (loss, solver iterations, tokens/s), then the
-//! validation and test perplexity, the training throughput and the peak GPU memory of the
-//! caching allocator. `--minutes` stops training after that much wall time (the GPU check
+//! training throughput and the peak GPU memory of the caching allocator, then the validation
+//! and test perplexity. `--minutes` stops training after that much wall time (the GPU check
 //! script runs it for 2 minutes). Without a GPU it exits with status 2 and says why.
 
 use deq_autograd::Device;
@@ -115,15 +115,12 @@ fn run() -> Result<(), String> {
         }
     }
     let train_secs = start.elapsed().as_secs_f64();
-    let v = trainer.evaluate(&valid, 0);
-    let t = trainer.evaluate(&test, 0);
+    // The training figures first, so that a run cut short during evaluation keeps them.
     println!(
-        "trained {} steps in {:.0} s: {:.0} tokens/s, {skipped} skipped; valid ppl {:.2}, test ppl {:.2}",
+        "trained {} steps in {:.0} s: {:.0} tokens/s, {skipped} skipped",
         trainer.step,
         train_secs,
-        tokens as f64 / train_secs,
-        v.exp(),
-        t.exp()
+        tokens as f64 / train_secs
     );
     if let Device::Cuda(n) = o.device {
         let gpu = deq_cuda::Gpu::open(n).map_err(|e| e.to_string())?;
@@ -134,5 +131,14 @@ fn run() -> Result<(), String> {
             mem.cached_bytes as f64 / 1048576.0
         );
     }
+    let eval_start = Instant::now();
+    let v = trainer.evaluate(&valid, 0);
+    let t = trainer.evaluate(&test, 0);
+    println!(
+        "evaluated in {:.0} s: valid ppl {:.2}, test ppl {:.2}",
+        eval_start.elapsed().as_secs_f64(),
+        v.exp(),
+        t.exp()
+    );
     Ok(())
 }

@@ -1,4 +1,6 @@
 //! GPU parity of the element-wise ops: every unary function and its VJP (see `gpu/mod.rs`).
+// Without the `cuda` feature there is no GPU code to compare with the CPU.
+#![cfg(feature = "cuda")]
 
 mod gpu;
 

@@ -6,6 +6,8 @@
 //! Shapes are odd (7x13x5 and the like), include dimensions of size 1, rows and columns longer
 //! than 1024, an empty inner dimension, and inputs used twice so that the VJPs accumulate
 //! (`beta = 1` in cuBLAS, `acc` in the column sums).
+// Without the `cuda` feature there is no GPU code to compare with the CPU.
+#![cfg(feature = "cuda")]
 
 mod gpu;
 

@@ -4,6 +4,8 @@
 //! outer axes: a thread per element, split into chunks when few elements sum many values),
 //! reductions over rows and columns longer than a block and split into chunks, maxima with
 //! ties, and inputs used twice so that gradients accumulate.
+// Without the `cuda` feature there is no GPU code to compare with the CPU.
+#![cfg(feature = "cuda")]
 
 mod gpu;
 

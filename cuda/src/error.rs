@@ -23,8 +23,41 @@ pub enum CudaError {
     Driver(String),
     /// NVRTC rejected the kernel source (the log is included).
     Compile(String),
+    /// The driver would not load the compiled kernels (neither the CUBIN nor the PTX
+    /// fallback; both reasons are included).
+    KernelLoad(String),
     /// A cuBLAS call failed.
     Cublas(String),
+}
+
+/// What a [`CudaError`] says about the machine: that it has no GPU to use, or that it has one
+/// and something went wrong with it.
+///
+/// GPU tests skip on [`ErrorKind::Unavailable`] (a machine without a driver, a device or the
+/// CUDA libraries still passes `cargo test`) and fail on [`ErrorKind::Fault`]: a kernel that
+/// NVRTC cannot compile, a module the driver rejects, a cuBLAS handle that cannot be created.
+/// See [`crate::harness`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// No driver, no device with that ordinal, or a CUDA library that cannot be loaded.
+    Unavailable,
+    /// A GPU is there, but compiling, loading or running on it failed.
+    Fault,
+}
+
+impl CudaError {
+    /// Whether this error means "no GPU to use here" or "the GPU failed".
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CudaError::NoDriver | CudaError::NoDevice { .. } | CudaError::MissingLibrary(_) => {
+                ErrorKind::Unavailable
+            }
+            CudaError::Driver(_)
+            | CudaError::Compile(_)
+            | CudaError::KernelLoad(_)
+            | CudaError::Cublas(_) => ErrorKind::Fault,
+        }
+    }
 }
 
 impl fmt::Display for CudaError {
@@ -56,6 +89,9 @@ impl fmt::Display for CudaError {
             ),
             CudaError::Driver(msg) => write!(f, "CUDA driver error: {msg}"),
             CudaError::Compile(msg) => write!(f, "NVRTC could not compile the kernels: {msg}"),
+            CudaError::KernelLoad(msg) => {
+                write!(f, "the CUDA driver rejected the compiled kernels: {msg}")
+            }
             CudaError::Cublas(msg) => write!(f, "cuBLAS error: {msg}"),
         }
     }
@@ -72,5 +108,39 @@ impl From<cudarc::driver::DriverError> for CudaError {
 impl From<cudarc::cublas::result::CublasError> for CudaError {
     fn from(e: cudarc::cublas::result::CublasError) -> Self {
         CudaError::Cublas(format!("{e:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CudaError, ErrorKind};
+
+    #[test]
+    fn only_a_missing_driver_device_or_library_counts_as_unavailable() {
+        let unavailable = [
+            CudaError::NoDriver,
+            CudaError::NoDevice {
+                requested: 0,
+                available: 0,
+            },
+            CudaError::NoDevice {
+                requested: 3,
+                available: 2,
+            },
+            CudaError::MissingLibrary("libnvrtc"),
+            CudaError::MissingLibrary("libcublas"),
+        ];
+        for e in unavailable {
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        }
+        let faults = [
+            CudaError::Driver("CUDA_ERROR_INVALID_PTX".into()),
+            CudaError::Compile("error: identifier \"x\" is undefined".into()),
+            CudaError::KernelLoad("CUDA_ERROR_UNSUPPORTED_PTX_VERSION".into()),
+            CudaError::Cublas("CUBLAS_STATUS_NOT_INITIALIZED".into()),
+        ];
+        for e in faults {
+            assert_eq!(e.kind(), ErrorKind::Fault, "{e}");
+        }
     }
 }

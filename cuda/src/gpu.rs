@@ -2,7 +2,7 @@
 
 use crate::error::CudaError;
 use crate::float::{Dtype, Element};
-use crate::module::Kernels;
+use crate::module::{KernelImage, Kernels};
 use crate::pool::{MemoryStats, Pool};
 use crate::GpuBuffer;
 use cudarc::cublas::{result as blas, sys as blas_sys};
@@ -83,10 +83,13 @@ pub fn device_count() -> Result<usize, CudaError> {
 
 impl Gpu {
     /// Opens device `ordinal` (once per process; later calls return the same handle) and
-    /// compiles the kernels for its compute capability with NVRTC.
+    /// compiles the kernels for its compute capability with NVRTC (to a CUBIN for its `sm_XY`,
+    /// see [`crate::module`]).
     ///
-    /// Errors, never panics, when there is no driver, no such device, or a CUDA library is
-    /// missing: "no CUDA driver found", "no CUDA device", ...
+    /// Errors, never panics: [`crate::ErrorKind::Unavailable`] when there is no driver, no such
+    /// device, or a CUDA library is missing ("no CUDA driver found", "no CUDA device", ...);
+    /// [`crate::ErrorKind::Fault`] when the GPU is there but the kernels do not compile or load,
+    /// or cuBLAS does not start.
     pub fn open(ordinal: usize) -> Result<Gpu, CudaError> {
         let mut reg = registry().lock().expect("device registry lock");
         if let Some(Some(gpu)) = reg.get(ordinal) {
@@ -146,6 +149,12 @@ impl Gpu {
     /// The compute capability the kernels were compiled for.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.inner.compute_capability
+    }
+
+    /// How the f32 and f64 kernel modules were built and loaded (a CUBIN for the device's
+    /// `sm_XY`, or the PTX fallback and why).
+    pub fn kernel_images(&self) -> &[KernelImage; 2] {
+        self.inner.kernels.images()
     }
 
     /// Waits until every queued kernel and copy has finished; panics on an asynchronous

@@ -2,9 +2,10 @@
 //!
 //! Nothing here links against CUDA at build time: the driver, NVRTC and cuBLAS are loaded when a
 //! device is first opened, so the crate builds and its tests run on machines without a GPU
-//! (device tests then say why they skip). [`Gpu::open`] checks for the driver before creating a
-//! context and returns a [`CudaError`] ("no CUDA driver found", "no CUDA device") instead of
-//! panicking.
+//! (device tests then say why they skip; [`harness`] holds the rules). [`Gpu::open`] checks for
+//! the driver before creating a context and returns a [`CudaError`] ("no CUDA driver found",
+//! "no CUDA device") instead of panicking; [`CudaError::kind`] tells a machine without a GPU
+//! from a GPU that failed.
 //!
 //! - [`Gpu`]: a device, its stream and cuBLAS handle, kernels compiled once per process by
 //!   NVRTC for the device's compute capability, and a caching allocator ([`MemoryStats`]).
@@ -21,13 +22,15 @@ mod buffer;
 mod error;
 mod float;
 mod gpu;
+pub mod harness;
 pub mod launch;
+pub mod libraries;
 pub mod module;
 pub mod ops;
 mod pool;
 
 pub use buffer::{GpuBuffer, IndexBuffer};
-pub use error::CudaError;
+pub use error::{CudaError, ErrorKind};
 pub use float::{Dtype, Element, GpuFloat};
 pub use gpu::{device_count, driver_present, Gpu};
 pub use pool::MemoryStats;

@@ -1,44 +1,43 @@
 //! The device layer on a real GPU: opening, copies, the caching allocator, GEMM against a
-//! host reference for every transpose pair. Without a GPU each test prints why it skips.
+//! host reference for every transpose pair. Without a GPU each test prints why it skips
+//! (the rules of `deq_cuda::harness`: only a missing driver, device or library skips, and
+//! nothing skips with `DEQ_REQUIRE_GPU=1`).
 
 use deq_cuda::blas::{gemm, Operand};
-use deq_cuda::{CudaError, Gpu};
-
-fn gpu(test: &str) -> Option<Gpu> {
-    match Gpu::open(0) {
-        Ok(g) => Some(g),
-        Err(e) => {
-            eprintln!("{test}: skipped, {e}");
-            None
-        }
-    }
-}
+use deq_cuda::harness::{compare, gpu_required, run_or_skip, test_gpu};
+use deq_cuda::{libraries, ErrorKind, Gpu};
 
 #[test]
-fn opening_without_a_driver_is_an_error_not_a_panic() {
-    match Gpu::open(0) {
-        Ok(g) => eprintln!(
-            "cuda:0 is {} (compute {:?})",
-            g.name(),
-            g.compute_capability()
-        ),
-        Err(e) => {
-            let msg = e.to_string();
-            assert!(
-                matches!(e, CudaError::NoDriver | CudaError::NoDevice { .. }),
-                "unexpected error: {msg}"
-            );
-            assert!(msg.contains("no CUDA"), "{msg}");
+fn opening_reports_the_device_or_why_there_is_none() {
+    // Prints the facts a GPU check needs first, whether or not the device opens: the device,
+    // how its kernels were loaded, and which CUDA libraries (paths and versions) this process
+    // uses; then applies the harness's rules to the outcome.
+    let opened = Gpu::open(0);
+    match &opened {
+        Ok(g) => {
+            let (major, minor) = g.compute_capability();
+            eprintln!("\ncuda:0 is {} (compute {major}.{minor})", g.name());
+            let [f32_image, f64_image] = g.kernel_images();
+            eprintln!("kernels: f32 {f32_image}; f64 {f64_image}");
         }
+        Err(e) => eprintln!("\ncuda:0 did not open: {e}"),
     }
-    // A device far beyond any machine's count is always "no CUDA device" (or no driver).
+    eprintln!("{}", libraries::report());
+    run_or_skip(
+        "opening_reports_the_device_or_why_there_is_none",
+        opened,
+        gpu_required(),
+    );
+    // A device far beyond any machine's count is always "no CUDA device" (or no driver),
+    // an error that says there is no GPU to use, not a fault.
     let err = Gpu::open(4096).expect_err("no machine has 4097 GPUs");
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     assert!(err.to_string().contains("no CUDA"), "{err}");
 }
 
 #[test]
 fn copies_round_trip_and_the_pool_reuses_blocks() {
-    let Some(g) = gpu("copies_round_trip_and_the_pool_reuses_blocks") else {
+    let Some(g) = test_gpu("copies_round_trip_and_the_pool_reuses_blocks") else {
         return;
     };
     let host: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5 - 3.0).collect();
@@ -76,7 +75,7 @@ fn host_gemm(a: &[f64], b: &[f64], m: usize, n: usize, k: usize, ta: bool, tb: b
 
 #[test]
 fn gemm_matches_the_host_for_every_transpose() {
-    let Some(g) = gpu("gemm_matches_the_host_for_every_transpose") else {
+    let Some(g) = test_gpu("gemm_matches_the_host_for_every_transpose") else {
         return;
     };
     let (m, n, k) = (7, 13, 5);
@@ -97,13 +96,9 @@ fn gemm_matches_the_host_for_every_transpose() {
                 0.0,
             );
             let want = host_gemm(&a, &b, m, n, k, ta, tb);
-            let got = c.to_vec();
-            let err = got
-                .iter()
-                .zip(&want)
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f64::max);
-            assert!(err < 1e-12, "ta={ta} tb={tb}: max error {err}");
+            if let Err(e) = compare(&c.to_vec(), &want, 1e-12) {
+                panic!("ta={ta} tb={tb}: {e}");
+            }
         }
     }
 }

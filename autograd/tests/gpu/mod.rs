@@ -1,26 +1,26 @@
 //! GPU-vs-CPU parity harness shared by the `gpu_parity_*` tests.
 //!
 //! Each case runs an op forward and its VJP (all inputs, a random cotangent) on the CPU and on
-//! `cuda:0`, and compares outputs and gradients: max |gpu − cpu| / max |cpu| must stay below
-//! 1e-5 in f32 and 1e-12 in f64 (the error is measured against each tensor's scale, because
-//! GPU reductions sum in a different order). A run collects every failing case before it
-//! fails, so one run on a GPU machine reports all of them. Without a GPU the tests print why
-//! they skip and pass.
+//! `cuda:0`, and compares outputs and gradients with `deq_cuda::harness::compare`: max |gpu −
+//! cpu| / max |cpu| over the finite entries must stay below 1e-5 in f32 and 1e-12 in f64 (the
+//! error is measured against each tensor's scale, because GPU reductions sum in a different
+//! order), and a NaN or infinity on one side only is a mismatch (equal infinities, like a
+//! masked `-inf`, match). A run collects every failing case before it fails, so one run on a
+//! GPU machine reports all of them. The tests skip, saying why, only when this machine has no
+//! GPU to use (no driver, no device, no CUDA library), never with `DEQ_REQUIRE_GPU=1`; any
+//! other failure to open the device fails them (`deq_cuda::harness`).
 
 #![allow(dead_code)]
 
 use deq_autograd::{Device, Float, Rng, Tape, Tensor, Var};
 
-/// `cuda:0` if it can be opened here; otherwise prints why the caller skips.
+/// `cuda:0` if it can be opened here; `None` after printing why the caller skips. Panics (the
+/// test fails) when the GPU is there but does not open, or is missing with `DEQ_REQUIRE_GPU=1`.
 pub fn device(test: &str) -> Option<Device> {
-    let dev = Device::Cuda(0);
-    match dev.open() {
-        Ok(()) => Some(dev),
-        Err(e) => {
-            eprintln!("{test}: skipped, {e}");
-            None
-        }
-    }
+    let gpu = deq_cuda::harness::test_gpu(test)?;
+    let dev = Device::Cuda(gpu.ordinal());
+    dev.open().expect("cuda:0 opened once already opens again");
+    Some(dev)
 }
 
 /// Relative tolerance for `T`: 1e-5 for f32, 1e-12 for f64.
@@ -32,23 +32,11 @@ pub fn tolerance<T: Float>() -> f64 {
     }
 }
 
-/// max |a − b| / max |b| (0 when both are all zeros).
-pub fn scaled_error<T: Float>(a: &[T], b: &[T]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().map(|v| v.to_f64().abs()).fold(0.0, f64::max);
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x.to_f64() - y.to_f64()).abs())
-        .fold(0.0, f64::max);
-    if !diff.is_finite() {
-        return f64::INFINITY;
-    }
-    if scale == 0.0 {
-        diff
-    } else {
-        diff / scale
-    }
+/// `deq_cuda::harness::compare` of the GPU's `got` with the CPU's `want` at the tolerance of
+/// `T`: the scaled error, or what mismatched.
+pub fn compare<T: Float>(got: &[T], want: &[T]) -> Result<f64, String> {
+    let f64s = |v: &[T]| v.iter().map(|x| x.to_f64()).collect::<Vec<_>>();
+    deq_cuda::harness::compare(&f64s(got), &f64s(want), tolerance::<T>())
 }
 
 /// Collects failures over many cases.
@@ -68,7 +56,6 @@ impl Parity {
         f: impl Fn(&[Var<T>]) -> Var<T>,
     ) {
         self.cases += 1;
-        let tol = tolerance::<T>();
         let run = |device: Device| {
             let tape = Tape::new();
             let leaves: Vec<Var<T>> = inputs
@@ -107,20 +94,14 @@ impl Parity {
                 return;
             }
         };
-        let e = scaled_error(&gpu_out, &cpu_out);
-        if e > tol {
-            self.failures.push(format!(
-                "{name} [{}]: forward error {e:.2e} > {tol:.0e}",
-                T::DTYPE
-            ));
+        if let Err(e) = compare(&gpu_out, &cpu_out) {
+            self.failures
+                .push(format!("{name} [{}]: forward: {e}", T::DTYPE));
         }
         for (i, (g, c)) in gpu_grads.iter().zip(&cpu_grads).enumerate() {
-            let e = scaled_error(g, c);
-            if e > tol {
-                self.failures.push(format!(
-                    "{name} [{}]: gradient of input {i} error {e:.2e} > {tol:.0e}",
-                    T::DTYPE
-                ));
+            if let Err(e) = compare(g, c) {
+                self.failures
+                    .push(format!("{name} [{}]: gradient of input {i}: {e}", T::DTYPE));
             }
         }
     }
