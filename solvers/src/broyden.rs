@@ -20,15 +20,13 @@
 //! `memory = 5` diverge on the acceptance problem. Storage is `2 · min(memory, max_iter) · N`
 //! values per sample.
 
+use crate::broyden_step::{self, Factors, Update};
 use crate::stats::SolveStats;
 use crate::step::Stepper;
-use crate::vecops::{axpys, dot3, dots, other_slot, samples_per_task, scale, split_slot};
+use crate::vecops::samples_per_task;
 use deq_autograd::pool::PooledVec;
 use deq_autograd::Float;
 use rayon::prelude::*;
-
-/// `|vᵀΔg| ≤ SKIP_RTOL · ‖Δz‖‖Δg‖` skips the update.
-const SKIP_RTOL: f64 = 1e-14;
 
 /// One sample's estimate and work vectors.
 struct Sample<T: Float> {
@@ -46,6 +44,8 @@ struct Sample<T: Float> {
     c: Vec<f64>,
     /// `u_i · Δz`.
     e: Vec<f64>,
+    /// `v_i · g` (direction coefficients).
+    w: Vec<f64>,
     /// Pairs held.
     pairs: usize,
     /// Slot of the next pair.
@@ -77,6 +77,7 @@ impl<T: Float> Broyden<T> {
                 dg: PooledVec::zeroed(n),
                 c: vec![0.0; cap],
                 e: vec![0.0; cap],
+                w: vec![0.0; cap],
                 pairs: 0,
                 head: 0,
                 started: false,
@@ -121,94 +122,37 @@ impl<T: Float> Stepper<T> for Broyden<T> {
     }
 }
 
-/// Updates the estimate with the last step (if any), then steps `z ← z − B g(z)`.
+/// Updates the estimate with the last step (if any), then steps `z ← z − B g(z)`: the
+/// fused passes of [`crate::broyden_step`].
 fn step_sample<T: Float>(s: &mut Sample<T>, z: &mut [T], fz: &[T], n: usize, cap: usize) {
-    if s.started {
-        // Δg = g(z) − g_prev; g ← g(z).
-        for ((dg, g), (&f, &x)) in
-            s.dg.iter_mut()
-                .zip(s.g.iter_mut())
-                .zip(fz.iter().zip(z.iter()))
-        {
-            let gn = f - x;
-            *dg = gn - *g;
-            *g = gn;
+    if !s.started {
+        // The first step is the plain iteration: d = g = f(z) − z, z ← f(z).
+        for (j, (z, &f)) in z.iter_mut().zip(fz).enumerate() {
+            let g = f - *z;
+            s.g[j] = g;
+            s.d[j] = g;
+            *z = f;
         }
-        update(s, n, cap);
-    } else {
-        s.g.iter_mut()
-            .zip(fz.iter().zip(z.iter()))
-            .for_each(|(g, (&f, &x))| *g = f - x);
         s.started = true;
-    }
-    // d = −B g = g − Σ (v_i·g) u_i.
-    let held = s.pairs;
-    dots(
-        &s.g,
-        (0..held).map(|i| (i, &s.v[i * n..(i + 1) * n])),
-        &mut s.c,
-    );
-    s.d.copy_from_slice(&s.g);
-    let (c, u) = (&s.c, &s.u);
-    axpys(&mut s.d, (0..held).map(|i| (-c[i], &u[i * n..(i + 1) * n])));
-    z.iter_mut().zip(&s.d).for_each(|(z, &d)| *z += d);
-}
-
-/// Adds the pair `(u, v)` from `Δz = s.d`, `Δg = s.dg`, unless `vᵀΔg` vanishes. When the
-/// ring is full the oldest pair is dropped first (its slot `k` is left out of every sum), so
-/// the new estimate satisfies the latest secant condition `B Δg = Δz` exactly.
-fn update<T: Float>(s: &mut Sample<T>, n: usize, cap: usize) {
-    let k = s.head;
-    let held = s.pairs;
-    let kept = move |i: &usize| *i != k;
-    {
-        let (u, v) = (&s.u, &s.v);
-        // c_i = v_i·Δg, e_i = u_i·Δz.
-        dots(&s.dg, slots_except(v, n, held, k), &mut s.c);
-        dots(&s.d, slots_except(u, n, held, k), &mut s.e);
-    }
-    let (dzdg, dzdz, dgdg) = dot3(&s.d, &s.dg);
-    let denom = -dzdg + (0..held).filter(kept).map(|i| s.e[i] * s.c[i]).sum::<f64>();
-    if !denom.is_finite() || denom.abs() <= SKIP_RTOL * (dzdz * dgdg).sqrt() {
-        s.skipped += 1;
         return;
     }
-    {
-        // u_k = (Δz + Δg − Σ c_i u_i) / denom.
-        let (before, uk, after) = split_slot(&mut s.u, n, k);
-        uk.iter_mut()
-            .zip(s.d.iter().zip(&s.dg))
-            .for_each(|(u, (&d, &dg))| *u = d + dg);
-        let c = &s.c;
-        let others = (0..held)
-            .filter(kept)
-            .map(|i| (-c[i], other_slot(before, after, n, k, i)));
-        axpys(uk, others);
-        scale(uk, 1.0 / denom);
+    let k = s.head;
+    let factors = Factors {
+        u: &mut s.u,
+        v: &mut s.v,
+        g: &mut s.g,
+        d: &mut s.d,
+        dg: &mut s.dg,
+        c: &mut s.c,
+        e: &mut s.e,
+        w: &mut s.w,
+    };
+    match broyden_step::step(factors, z, fz, n, s.pairs, k) {
+        Update::Added => {
+            s.pairs = (s.pairs + 1).min(cap);
+            s.head = (k + 1) % cap;
+            s.pairs_max = s.pairs_max.max(s.pairs);
+        }
+        Update::Skipped => s.skipped += 1,
     }
-    {
-        // v_k = −Δz + Σ e_i v_i.
-        let (before, vk, after) = split_slot(&mut s.v, n, k);
-        vk.iter_mut().zip(&s.d).for_each(|(v, &d)| *v = -d);
-        let e = &s.e;
-        let others = (0..held)
-            .filter(kept)
-            .map(|i| (e[i], other_slot(before, after, n, k, i)));
-        axpys(vk, others);
-    }
-    s.pairs = (held + 1).min(cap);
-    s.head = (k + 1) % cap;
-    s.pairs_max = s.pairs_max.max(s.pairs);
-}
-
-/// `(i, slot i)` of a buffer of `n`-long slots, for `i < held`, `i ≠ k`.
-fn slots_except<T>(
-    buf: &[T],
-    n: usize,
-    held: usize,
-    k: usize,
-) -> impl Iterator<Item = (usize, &[T])> + Clone {
-    (0..held)
-        .filter(move |&i| i != k)
-        .map(move |i| (i, &buf[i * n..(i + 1) * n]))
 }

@@ -108,6 +108,7 @@
 mod anderson;
 mod bordered;
 mod broyden;
+mod broyden_step;
 #[cfg(feature = "cuda")]
 mod gpu;
 mod monitor;

@@ -49,11 +49,6 @@ pub(crate) fn residual_sums<T: Float>(z: &[T], fz: &[T]) -> (f64, f64) {
     dispatch!(residual_sums(z, fz))
 }
 
-/// `(a·b, a·a, b·b)` in one pass, accumulated in f64.
-pub(crate) fn dot3<T: Float>(a: &[T], b: &[T]) -> (f64, f64, f64) {
-    dispatch!(dot3(a, b))
-}
-
 /// `out[i] = v · x` for every `(i, v)` of `terms`, blocked so that `x` is read from memory
 /// once.
 pub(crate) fn dots<'a, T, I>(x: &[T], terms: I, out: &mut [f64])
@@ -73,35 +68,6 @@ where
     dispatch!(axpys(y, terms))
 }
 
-/// `y ← a·y`.
-pub(crate) fn scale<T: Float>(y: &mut [T], a: f64) {
-    let a = T::from_f64(a);
-    y.iter_mut().for_each(|y| *y *= a);
-}
-
-/// Slot `s` of a buffer of `len`-long slots, mutable, with the slots before and after it
-/// (read-only), so an update can read every other slot while it writes one.
-pub(crate) fn split_slot<T>(buf: &mut [T], len: usize, s: usize) -> (&[T], &mut [T], &[T]) {
-    let (before, rest) = buf.split_at_mut(s * len);
-    let (slot, after) = rest.split_at_mut(len);
-    (before, slot, after)
-}
-
-/// Slot `i ≠ k` of a buffer split by [`split_slot`] at `k`.
-pub(crate) fn other_slot<'a, T>(
-    before: &'a [T],
-    after: &'a [T],
-    len: usize,
-    k: usize,
-    i: usize,
-) -> &'a [T] {
-    if i < k {
-        &before[i * len..(i + 1) * len]
-    } else {
-        &after[(i - k - 1) * len..(i - k) * len]
-    }
-}
-
 /// The kernels compiled for AVX2: thin `target_feature` wrappers around the inlined generic
 /// bodies.
 #[cfg(target_arch = "x86_64")]
@@ -112,11 +78,6 @@ mod avx2 {
     #[target_feature(enable = "avx,avx2")]
     pub(super) unsafe fn residual_sums<T: Float>(z: &[T], fz: &[T]) -> (f64, f64) {
         generic::residual_sums(z, fz)
-    }
-
-    #[target_feature(enable = "avx,avx2")]
-    pub(super) unsafe fn dot3<T: Float>(a: &[T], b: &[T]) -> (f64, f64, f64) {
-        generic::dot3(a, b)
     }
 
     #[target_feature(enable = "avx,avx2")]
@@ -183,30 +144,6 @@ mod generic {
             }
         }
         (d2.iter().sum::<f64>() + td, f2.iter().sum::<f64>() + tf)
-    }
-
-    #[inline(always)]
-    pub(super) fn dot3<T: Float>(a: &[T], b: &[T]) -> (f64, f64, f64) {
-        debug_assert_eq!(a.len(), b.len());
-        let (mut ab, mut aa, mut bb) = ([0.0f64; LANES], [0.0f64; LANES], [0.0f64; LANES]);
-        let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-        let (mut tab, mut taa, mut tbb) = (0.0f64, 0.0f64, 0.0f64);
-        for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
-            let (x, y) = (x.to_f64(), y.to_f64());
-            tab += x * y;
-            taa += x * x;
-            tbb += y * y;
-        }
-        for (x, y) in ca.zip(cb) {
-            for l in 0..LANES {
-                let (x, y) = (x[l].to_f64(), y[l].to_f64());
-                ab[l] += x * y;
-                aa[l] += x * x;
-                bb[l] += y * y;
-            }
-        }
-        let sum = |s: [f64; LANES]| s.iter().sum::<f64>();
-        (sum(ab) + tab, sum(aa) + taa, sum(bb) + tbb)
     }
 
     #[inline(always)]
