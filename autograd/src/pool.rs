@@ -7,8 +7,8 @@
 //! `memset`). With it, steady-state iterations reuse buffers and cause no page faults, and an
 //! output that every element overwrites is not zero-filled first ([`take`]).
 //!
-//! Buffers of at least [`MIN_POOLED`] values are pooled when a tensor's storage (or a tape's
-//! gradient buffer) is dropped; smaller ones go back to the allocator, which serves them well.
+//! Every buffer of at least [`MIN_POOLED`] values (one) is pooled when a tensor's storage (or
+//! a tape's gradient buffer) is dropped, so a replayed VJP makes no heap allocation at all.
 //! The pool is global (tensors move between threads) behind one mutex that is taken once per
 //! buffer, not per element. It holds at most [`limit`] bytes per element type; a buffer that
 //! would exceed it empties the pool first (like a caching allocator's flush), so a workload
@@ -19,8 +19,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Buffers shorter than this are not pooled.
-pub const MIN_POOLED: usize = 1024;
+/// Buffers shorter than this (empty ones) are not pooled.
+pub const MIN_POOLED: usize = 1;
 
 static LIMIT: AtomicUsize = AtomicUsize::new(1 << 30);
 
