@@ -13,6 +13,10 @@
 //! - `fwd_vjp` (cross-entropy only): record the forward on a fresh tape and take the VJP, since
 //!   the fused op does its backward's work during the recorded forward.
 //!
+//! `faer_*` rows are the yardstick: faer called directly on the same shapes (the linear layers
+//! with `Par::rayon`, the 32 head products with its sequential kernel split across the
+//! threads). Every product through the engine should reach 0.9 of its faer row.
+//!
 //! Throughput: for the matrix products it is counted in floating-point operations (`2·m·n·k`
 //! per product), so criterion's `Gelem/s` reads as GFLOP/s; for the element-wise ops it is
 //! the number of tensor elements.
@@ -24,6 +28,8 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, Criterion, SamplingMode, Throughput,
 };
 use deq_autograd::{no_grad, Mask, Rng, Tape, Tensor, Var};
+use faer::{Accum, MatMut, MatRef, Par};
+use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -94,7 +100,93 @@ fn linears(c: &mut Criterion) {
         g.bench_function(format!("{name}/vjp_full"), |bench| {
             bench.iter(|| replay(&tape, &y, &cot, &[&xv, &wv, &bv]))
         });
+        // The yardstick: faer called directly on the same operands into a preallocated
+        // output, `Par::rayon` over the pool's threads (the forward `x·Wᵀ`, and the input
+        // gradient `G·W`).
+        let par = Par::rayon(rayon::current_num_threads());
+        let mut out_buf = vec![0.0f32; B * T * out];
+        let mut dx_buf = vec![0.0f32; B * T * inp];
+        g.throughput(Throughput::Elements(flop));
+        g.bench_function(format!("{name}/faer_fwd"), |bench| {
+            bench.iter(|| {
+                let xm = MatRef::from_row_major_slice(xv.value().data(), B * T, inp);
+                let wm = MatRef::from_row_major_slice(wv.value().data(), out, inp);
+                let om = MatMut::from_row_major_slice_mut(&mut out_buf, B * T, out);
+                faer::linalg::matmul::matmul(om, Accum::Replace, xm, wm.transpose(), 1.0, par);
+            })
+        });
+        g.bench_function(format!("{name}/faer_vjp_x"), |bench| {
+            bench.iter(|| {
+                let gm = MatRef::from_row_major_slice(cot.data(), B * T, out);
+                let wm = MatRef::from_row_major_slice(wv.value().data(), out, inp);
+                let dm = MatMut::from_row_major_slice_mut(&mut dx_buf, B * T, inp);
+                faer::linalg::matmul::matmul(dm, Accum::Replace, gm, wm, 1.0, par);
+            })
+        });
     }
+    g.finish();
+}
+
+/// faer's sequential kernel over the 32 head products, the heads split across rayon's threads:
+/// the yardstick of the batched products and of the fused attention.
+fn faer_heads(a: &[f32], b: &[f32], out: &mut [f32], (m, k, n): (usize, usize, usize), tb: bool) {
+    out.par_chunks_mut(m * n).enumerate().for_each(|(i, o)| {
+        let am = MatRef::from_row_major_slice(&a[i * m * k..(i + 1) * m * k], m, k);
+        let bm = if tb {
+            MatRef::from_row_major_slice(&b[i * n * k..(i + 1) * n * k], n, k).transpose()
+        } else {
+            MatRef::from_row_major_slice(&b[i * k * n..(i + 1) * k * n], k, n)
+        };
+        let om = MatMut::from_row_major_slice_mut(o, m, n);
+        faer::linalg::matmul::matmul(om, Accum::Replace, am, bm, 1.0, Par::Seq);
+    });
+}
+
+/// The fused causal attention of the W2 block (`Var::causal_attention` on the packed
+/// `[8, 128, 768]` projections, 4 heads of 64). Throughput is the FLOPs of the products it
+/// actually computes (blocks of 32 query rows skip the masked upper triangle):
+/// `fwd` two products, `vjp` four (`∂A`, `∂V`, `∂K`, `∂Q`).
+fn fused_attention(c: &mut Criterion) {
+    let mut g = group(c, "w2_fused_attention_f32");
+    let mut rng = Rng::new(6);
+    let qkv = Tensor::<f32>::randn(&[B, T, 3 * D], 1.0, &mut rng);
+    let cot = Tensor::<f32>::randn(&[B, T, D], 1.0, &mut rng);
+    let scale = 1.0 / (DH as f64).sqrt();
+    // Keys seen by each block of 32 queries: 32, 64, 96, 128.
+    let seen: usize = (1..=T / 32).map(|j| 32 * 32 * j).sum();
+    let product = (2 * B * H * seen * DH) as u64;
+    let qc = Var::constant(qkv.clone());
+    g.throughput(Throughput::Elements(2 * product));
+    g.bench_function("fwd", |bench| {
+        bench.iter(|| no_grad(|| black_box(qc.causal_attention(None, None, H, scale))))
+    });
+    let tape = Tape::new();
+    let qv = tape.leaf(qkv);
+    let y = qv.causal_attention(None, None, H, scale);
+    g.throughput(Throughput::Elements(4 * product));
+    g.bench_function("vjp", |bench| {
+        bench.iter(|| replay(&tape, &y, &cot, &[&qv]))
+    });
+    g.finish();
+}
+
+/// Log-softmax over W3's `[1024, 10000]` logits: the row kernel at the vocabulary width.
+fn log_softmax(c: &mut Criterion) {
+    let mut g = group(c, "w3_log_softmax_f32");
+    let mut rng = Rng::new(7);
+    let x = Tensor::<f32>::randn(&[B * T, VOCAB], 1.0, &mut rng);
+    let cot = Tensor::<f32>::randn(&[B * T, VOCAB], 1.0, &mut rng);
+    g.throughput(Throughput::Elements((B * T * VOCAB) as u64));
+    let xc = Var::constant(x.clone());
+    g.bench_function("fwd", |bench| {
+        bench.iter(|| no_grad(|| black_box(xc.log_softmax())))
+    });
+    let tape = Tape::new();
+    let xv = tape.leaf(x);
+    let y = xv.log_softmax();
+    g.bench_function("vjp", |bench| {
+        bench.iter(|| replay(&tape, &y, &cot, &[&xv]))
+    });
     g.finish();
 }
 
@@ -127,6 +219,12 @@ fn attention(c: &mut Criterion) {
         g.throughput(Throughput::Elements(2 * flop));
         g.bench_function(format!("{name}/vjp"), |bench| {
             bench.iter(|| replay(&tape, &y, &cot, &[&lv, &rv]))
+        });
+        let dims = (T, l.shape()[3], out_shape[3]);
+        let mut buf = vec![0.0f32; B * H * T * out_shape[3]];
+        g.throughput(Throughput::Elements(flop));
+        g.bench_function(format!("{name}/faer_fwd"), |bench| {
+            bench.iter(|| faer_heads(l.data(), r.data(), &mut buf, dims, tb))
         });
     }
     g.finish();
@@ -230,8 +328,10 @@ criterion_group!(
     benches,
     linears,
     attention,
+    fused_attention,
     masked_softmax,
     layer_norm,
+    log_softmax,
     cross_entropy
 );
 criterion_main!(benches);

@@ -358,7 +358,10 @@ pub fn gemm_batched<T: Float>(
     if m * n == 0 {
         return;
     }
-    if batch > 1 && work < 1 << 20 && rayon::current_num_threads() > 1 {
+    // Products too small to split well (the 32 attention heads of W2 are 2²⁰ multiply-adds
+    // each) go one per task across the threads; a large product is split itself.
+    let threads = rayon::current_num_threads();
+    if batch > 1 && threads > 1 && (work < SPLIT_MIN * 4 || batch >= 4 * threads) {
         dst.par_chunks_mut(m * n)
             .enumerate()
             .for_each(|(i, d)| one(i, d, Par::Seq));

@@ -139,8 +139,10 @@ fn head<'a, T: Float>(x: &Inputs<'a, T>, d: Dims, bi: usize, h: usize) -> Head<'
 fn add_row<T: Float>(dst: &mut [T], q: MatRef<'_, T>, bias: &[T]) {
     let dh = bias.len();
     for (i, row) in dst.chunks_mut(dh).enumerate() {
-        for (c, (o, &bv)) in row.iter_mut().zip(bias).enumerate() {
-            *o = q[(i, c)] + bv;
+        // SAFETY: `q` is a row-major view (column stride 1) with `dh` columns.
+        let src = unsafe { std::slice::from_raw_parts(q.ptr_at(i, 0), dh) };
+        for ((o, &qv), &bv) in row.iter_mut().zip(src).zip(bias) {
+            *o = qv + bv;
         }
     }
 }
@@ -150,13 +152,8 @@ fn causal_softmax<T: Float>(s: &mut [T], m: usize, kk: usize) {
     for (i, row) in s.chunks_mut(kk).enumerate() {
         let valid = (m + i + 1).min(kk);
         let (seen, hidden) = row.split_at_mut(valid);
-        let mx = seen.iter().copied().fold(-T::INFINITY, T::max);
-        let mut sum = T::ZERO;
-        for v in seen.iter_mut() {
-            *v = (*v - mx).exp_fast();
-            sum += *v;
-        }
-        let inv = T::ONE / sum;
+        let mx = super::rows::max(seen);
+        let inv = T::ONE / super::rows::exp_shifted_in_place(seen, mx);
         seen.iter_mut().for_each(|v| *v *= inv);
         hidden.fill(T::ZERO);
     }

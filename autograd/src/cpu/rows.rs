@@ -97,6 +97,25 @@ pub fn exp_shifted<T: Float>(x: &[T], m: T, out: &mut [T]) -> T {
     s
 }
 
+/// `x ← e^(x − m)` in place, returning the sum.
+#[inline]
+pub fn exp_shifted_in_place<T: Float>(x: &mut [T], m: T) -> T {
+    let full = x.len() - x.len() % LANES;
+    let mut acc = [T::ZERO; LANES];
+    for c in x[..full].chunks_exact_mut(LANES) {
+        for l in 0..LANES {
+            c[l] = (c[l] - m).exp_fast();
+            acc[l] += c[l];
+        }
+    }
+    let mut s = fold_lanes(acc, |a, b| a + b);
+    for v in &mut x[full..] {
+        *v = (*v - m).exp_fast();
+        s += *v;
+    }
+    s
+}
+
 /// `Σ e^(x − m)` without storing the exponentials.
 #[inline]
 pub fn exp_shifted_sum<T: Float>(x: &[T], m: T) -> T {
