@@ -128,7 +128,8 @@ fn sums<T: Float>(g: &[T], gamma: Option<&[T]>, x: &[T], mu: T) -> (T, T) {
     (sa, sb)
 }
 
-/// `dst (+)= Σ_rows g ⊙ x̂` (`∂γ`, when `beta` is false) or `Σ_rows g` (`∂β`).
+/// `dst (+)= Σ_rows g ⊙ x̂` (`∂γ`, when `beta` is false) or `Σ_rows g` (`∂β`): column sums,
+/// in two halves of the rows on rayon's threads for large inputs, then added.
 pub fn backward_affine<T: Float>(
     x: &[T],
     g: &[T],
@@ -138,19 +139,35 @@ pub fn backward_affine<T: Float>(
     dst: &mut [T],
     acc: bool,
 ) {
+    let sum_rows = |rows: std::ops::Range<usize>, out: &mut [T]| {
+        for r in rows {
+            let (mu, rstd) = stats[r];
+            let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+            if beta {
+                out.iter_mut().zip(gr).for_each(|(o, &gv)| *o += gv);
+            } else {
+                out.iter_mut()
+                    .zip(gr.iter().zip(xr))
+                    .for_each(|(o, (&gv, &xv))| *o += gv * (xv - mu) * rstd);
+            }
+        }
+    };
     if !acc {
         dst.fill(T::ZERO);
     }
-    for (r, &(mu, rstd)) in stats.iter().enumerate() {
-        let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-        if beta {
-            dst.iter_mut().zip(gr).for_each(|(o, &gv)| *o += gv);
-        } else {
-            for i in 0..d {
-                dst[i] += gr[i] * (xr[i] - mu) * rstd;
-            }
-        }
+    let rows = stats.len();
+    if g.len() < crate::kernels::PAR_MIN || rayon::current_num_threads() < 2 {
+        sum_rows(0..rows, dst);
+        return;
     }
+    let mid = rows / 2;
+    let mut second = crate::pool::take_zeroed(d);
+    rayon::join(
+        || sum_rows(0..mid, dst),
+        || sum_rows(mid..rows, &mut second),
+    );
+    dst.iter_mut().zip(&second).for_each(|(o, &s)| *o += s);
+    crate::pool::give(second);
 }
 
 /// A raw pointer that may cross threads (rows write disjoint entries).
@@ -165,5 +182,47 @@ impl<T> SyncPtr<T> {
     /// The pointer (a method, so closures capture the whole `Send` wrapper).
     fn get(self) -> *mut T {
         self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affine_gradients_split_across_threads_equal_the_serial_sums() {
+        let (rows, d) = (300, 256); // above PAR_MIN: the two-half path
+        let x: Vec<f64> = (0..rows * d)
+            .map(|i| ((i * 37 % 101) as f64) * 0.02 - 1.0)
+            .collect();
+        let g: Vec<f64> = (0..rows * d)
+            .map(|i| ((i * 13 % 97) as f64) * 0.01 - 0.5)
+            .collect();
+        let stats: Vec<(f64, f64)> = (0..rows)
+            .map(|r| (0.01 * r as f64, 1.0 + 0.001 * r as f64))
+            .collect();
+        for beta in [false, true] {
+            let mut got = vec![0.5; d];
+            backward_affine(&x, &g, &stats, d, beta, &mut got, true);
+            for c in 0..d {
+                let want: f64 = 0.5
+                    + (0..rows)
+                        .map(|r| {
+                            let (mu, rstd) = stats[r];
+                            let gv = g[r * d + c];
+                            if beta {
+                                gv
+                            } else {
+                                gv * (x[r * d + c] - mu) * rstd
+                            }
+                        })
+                        .sum::<f64>();
+                assert!(
+                    (got[c] - want).abs() < 1e-9,
+                    "column {c}: {} vs {want}",
+                    got[c]
+                );
+            }
+        }
     }
 }
