@@ -36,16 +36,7 @@ pub fn backward<T: Float>(
     acc: bool,
 ) {
     let row = |(r, d): (usize, &mut [T])| {
-        let (xr, m) = (&x[r * c..(r + 1) * c], lse[r]);
-        if acc {
-            for (o, &v) in d.iter_mut().zip(xr) {
-                *o += scale * (v - m).exp_fast();
-            }
-        } else {
-            for (o, &v) in d.iter_mut().zip(xr) {
-                *o = scale * (v - m).exp_fast();
-            }
-        }
+        rows::scaled_exp(&x[r * c..(r + 1) * c], lse[r], scale, d, acc);
         d[targets[r]] -= scale;
     };
     if dst.len() >= PAR_MIN {

@@ -75,8 +75,8 @@ pub fn max<T: Float>(x: &[T]) -> T {
 }
 
 /// `out = e^(x − m)`, returning `Σ out`.
-#[inline]
-pub fn exp_shifted<T: Float>(x: &[T], m: T, out: &mut [T]) -> T {
+#[inline(always)]
+fn exp_shifted_body<T: Float>(x: &[T], m: T, out: &mut [T]) -> T {
     debug_assert_eq!(x.len(), out.len());
     let full = x.len() - x.len() % LANES;
     let mut acc = [T::ZERO; LANES];
@@ -98,8 +98,8 @@ pub fn exp_shifted<T: Float>(x: &[T], m: T, out: &mut [T]) -> T {
 }
 
 /// `x ← e^(x − m)` in place, returning the sum.
-#[inline]
-pub fn exp_shifted_in_place<T: Float>(x: &mut [T], m: T) -> T {
+#[inline(always)]
+fn exp_shifted_in_place_body<T: Float>(x: &mut [T], m: T) -> T {
     let full = x.len() - x.len() % LANES;
     let mut acc = [T::ZERO; LANES];
     for c in x[..full].chunks_exact_mut(LANES) {
@@ -117,8 +117,8 @@ pub fn exp_shifted_in_place<T: Float>(x: &mut [T], m: T) -> T {
 }
 
 /// `Σ e^(x − m)` without storing the exponentials.
-#[inline]
-pub fn exp_shifted_sum<T: Float>(x: &[T], m: T) -> T {
+#[inline(always)]
+fn exp_shifted_sum_body<T: Float>(x: &[T], m: T) -> T {
     let mut acc = [T::ZERO; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks
@@ -132,6 +132,62 @@ pub fn exp_shifted_sum<T: Float>(x: &[T], m: T) -> T {
     }
     fold_lanes(acc, |a, b| a + b) + tail
 }
+
+/// `dst (+)= scale·e^(x − m)` (overwrites unless `acc`): the cross-entropy and log-softmax
+/// gradients' exponential pass.
+#[inline(always)]
+fn scaled_exp_body<T: Float>(x: &[T], m: T, scale: T, dst: &mut [T], acc: bool) {
+    if acc {
+        dst.iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o += scale * (v - m).exp_fast());
+    } else {
+        dst.iter_mut()
+            .zip(x)
+            .for_each(|(o, &v)| *o = scale * (v - m).exp_fast());
+    }
+}
+
+/// Defines `pub fn $name` calling `$body`, through an AVX-512 compiled twin when the CPU has
+/// it: the exponential loops are compute-bound on rows that sit in cache, and 16 lanes run
+/// them about twice as fast as the 8 of the x86-64-v3 baseline.
+macro_rules! wide {
+    ($(#[$doc:meta])* $name:ident => $body:ident ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        $(#[$doc])*
+        #[inline]
+        pub fn $name<T: Float>($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    #[target_feature(enable = "avx512f")]
+                    unsafe fn wide<T: Float>($($arg: $ty),*) -> $ret {
+                        $body($($arg),*)
+                    }
+                    // SAFETY: the CPU supports AVX-512F (checked just above).
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+wide!(
+    /// `out = e^(x − m)`, returning `Σ out`.
+    exp_shifted => exp_shifted_body(x: &[T], m: T, out: &mut [T]) -> T
+);
+wide!(
+    /// `x ← e^(x − m)` in place, returning the sum.
+    exp_shifted_in_place => exp_shifted_in_place_body(x: &mut [T], m: T) -> T
+);
+wide!(
+    /// `Σ e^(x − m)` without storing the exponentials.
+    exp_shifted_sum => exp_shifted_sum_body(x: &[T], m: T) -> T
+);
+wide!(
+    /// `dst (+)= scale·e^(x − m)`.
+    scaled_exp => scaled_exp_body(x: &[T], m: T, scale: T, dst: &mut [T], acc: bool) -> ()
+);
 
 /// `log Σ e^x`, stable (`-∞` for an empty or all `-∞` row, `+∞`/NaN propagate).
 #[inline]

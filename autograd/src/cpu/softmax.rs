@@ -48,12 +48,12 @@ pub fn backward<T: Float>(y: &[T], g: &[T], d: usize, log: bool, dst: &mut [T], 
         let (yr, gr) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
         if log {
             let s = rows::sum(gr);
-            let it = out.iter_mut().zip(gr.iter().zip(yr));
             if acc {
-                it.for_each(|(o, (&g, &y))| *o += g - y.exp_fast() * s);
+                out.iter_mut().zip(gr).for_each(|(o, &g)| *o += g);
             } else {
-                it.for_each(|(o, (&g, &y))| *o = g - y.exp_fast() * s);
+                out.copy_from_slice(gr);
             }
+            rows::scaled_exp(yr, T::ZERO, -s, out, true);
         } else {
             let dot = rows::dot(gr, yr);
             let it = out.iter_mut().zip(gr.iter().zip(yr));
