@@ -40,6 +40,8 @@ struct Sample<T: Float> {
     d: PooledVec<T>,
     /// `Δg`.
     dg: PooledVec<T>,
+    /// Scratch row for a candidate `v_k`, allocated when the ring first fills.
+    vnew: PooledVec<T>,
     /// `v_i · Δg`, then `v_i · g` (direction coefficients).
     c: Vec<f64>,
     /// `u_i · Δz`.
@@ -75,6 +77,7 @@ impl<T: Float> Broyden<T> {
                 g: PooledVec::zeroed(n),
                 d: PooledVec::zeroed(n),
                 dg: PooledVec::zeroed(n),
+                vnew: PooledVec::new(Vec::new()),
                 c: vec![0.0; cap],
                 e: vec![0.0; cap],
                 w: vec![0.0; cap],
@@ -137,12 +140,16 @@ fn step_sample<T: Float>(s: &mut Sample<T>, z: &mut [T], fz: &[T], n: usize, cap
         return;
     }
     let k = s.head;
+    if k < s.pairs && s.vnew.len() != n {
+        s.vnew = PooledVec::zeroed(n);
+    }
     let factors = Factors {
         u: &mut s.u,
         v: &mut s.v,
         g: &mut s.g,
         d: &mut s.d,
         dg: &mut s.dg,
+        vnew: &mut s.vnew,
         c: &mut s.c,
         e: &mut s.e,
         w: &mut s.w,

@@ -1,23 +1,27 @@
-//! One Broyden iteration of one sample in four passes over the low-rank factors.
+//! One Broyden iteration of one sample in one pass over each low-rank factor.
 //!
 //! With `m` pairs held, the update and the next direction read the factors `U` and `V`
 //! (`m × n` each) and the state vectors. Done term by term ([`crate::broyden`]'s maths:
 //! `c = V·Δg`, `e = U·Δz`, `u_k`, `v_k`, then `V·g` and the direction), that is three passes
 //! over each factor: at W2's size (8 samples of 32768 values, 16 pairs) 96 MiB of reads per
-//! iteration, memory-bound. The same sums in fused passes read each factor twice:
+//! iteration, memory-bound. Here each factor is read once per iteration:
 //!
-//! - A, over `V` and the state: `g⁺ = f(z) − z`, `Δg = g⁺ − g`; `c_i = v_i·Δg` (`i ≠ k`),
-//!   `w_i = v_i·g⁺` (every held `i`), and `Δz·Δg`, `Δz·Δz`, `Δg·Δg`;
-//! - B, over `U`: `e_i = u_i·Δz` (`i ≠ k`), then the denominator `−Δz·Δg + Σ e_i c_i`;
-//! - C, over `V`: `v_k = −Δz + Σ e_i v_i`, and `w_k = v_k·g⁺` in the same block loop;
-//! - D, over `U`: `u_k = (Δz + Δg − Σ c_i u_i)/denom`, then the direction
-//!   `d = g⁺ − Σ w_i u_i` (with the new `u_k`) and `z ← z + d`, block by block.
+//! - over `V` and the state: `g⁺ = f(z) − z`, `Δg = g⁺ − g`; `c_i = v_i·Δg` (`i ≠ k`),
+//!   `w_i = v_i·g⁺` (every held `i`), `Δz·Δg`, `Δz·Δz`, `Δg·Δg`, and the new
+//!   `v_k = −Δz + Σ e_i v_i` (into a scratch row) with `w_k = v_k·g⁺`; then the denominator
+//!   `−Δz·Δg + Σ e_i c_i` decides whether the pair is added (the scratch row copied into
+//!   slot `k`);
+//! - over `U`: `u_k = (Δz + Δg − Σ c_i u_i)/denom`, the direction `d = g⁺ − Σ w_i u_i`,
+//!   `z ← z + d`, and already the next iteration's `e_i = u_i·d` (block by block, the rows'
+//!   blocks still in cache).
 //!
-//! `k` is the ring slot of the new pair (the oldest pair when the ring is full, left out of
-//! every sum so the secant condition holds, see [`crate::broyden`]). When the denominator
-//! vanishes the update is skipped: C is not run and D uses the held pairs as they are.
-//! Dot products accumulate in f64 over [`LANES`] independent lanes, blocks of [`BLOCK`]
-//! values keep the state vectors' blocks in L1 while the factors stream past.
+//! `e = U·Δz` of the current step is therefore computed by the previous iteration's pass
+//! (and is empty at the first update, when no pair is held). `k` is the ring slot of the new
+//! pair (the oldest pair when the ring is full, left out of every sum so the secant condition
+//! holds, see [`crate::broyden`]). When the denominator vanishes the update is skipped and
+//! the held pairs are used as they are. Dot products accumulate in f64 over [`LANES`]
+//! independent lanes; blocks of [`BLOCK`] values keep the state vectors' blocks in L1 while
+//! the factors stream past.
 
 use deq_autograd::Float;
 use smallvec::SmallVec;
@@ -43,11 +47,15 @@ pub(crate) struct Factors<'a, T> {
     pub d: &'a mut [T],
     /// `Δg` scratch.
     pub dg: &'a mut [T],
-    /// Per-slot scratch: `c_i`, `e_i`, `w_i`.
+    /// Scratch row for the new `v_k` when slot `k` still holds a pair (a full ring); empty
+    /// otherwise (the new row is written into the free slot directly).
+    pub vnew: &'a mut [T],
+    /// Per-slot scratch `c_i = v_i·Δg`.
     pub c: &'a mut [f64],
-    /// See `c`.
+    /// `e_i = u_i·Δz` for the current `Δz` (from the previous step), replaced by the next
+    /// step's.
     pub e: &'a mut [f64],
-    /// See `c`.
+    /// Per-slot scratch `w_i = v_i·g⁺`.
     pub w: &'a mut [f64],
 }
 
@@ -122,82 +130,72 @@ pub(crate) fn step<T: Float>(
         g,
         d,
         dg,
+        vnew,
         c,
         e,
         w,
     } = f;
-    c.iter_mut()
-        .chain(e.iter_mut())
-        .chain(w.iter_mut())
-        .for_each(|x| *x = 0.0);
-    // A: the new residual, Δg, c = V·Δg (i ≠ k), w = V·g⁺ (all held), and the three dots.
-    let (mut dzdg, mut dzdz, mut dgdg) = (0.0, 0.0, 0.0);
-    for lo in (0..n).step_by(BLOCK) {
-        let hi = (lo + BLOCK).min(n);
-        for j in lo..hi {
-            let gn = fz[j] - z[j];
-            dg[j] = gn - g[j];
-            g[j] = gn;
-        }
-        let (gb, dgb, db) = (&g[lo..hi], &dg[lo..hi], &d[lo..hi]);
-        for i in 0..held {
-            let vb = &v[i * n + lo..i * n + hi];
-            if i == k {
-                w[i] += lane_dot(vb, gb);
-            } else {
+    c.iter_mut().chain(w.iter_mut()).for_each(|x| *x = 0.0);
+    let others: Slots = (0..held).filter(|&i| i != k).collect();
+    // Over V: the new residual, Δg, c, w, the three dots, and the candidate v_k with w_k
+    // (written straight into slot k when it is free, else into the scratch row).
+    let direct = k >= held;
+    let (mut dzdg, mut dzdz, mut dgdg, mut wk) = (0.0, 0.0, 0.0, 0.0);
+    {
+        let (vk, rest) = split_row(v, n, k);
+        let (cand, old_k): (&mut [T], Option<&[T]>) = if direct {
+            (vk, None)
+        } else {
+            (vnew, Some(&*vk))
+        };
+        for lo in (0..n).step_by(BLOCK) {
+            let hi = (lo + BLOCK).min(n);
+            for j in lo..hi {
+                let gn = fz[j] - z[j];
+                dg[j] = gn - g[j];
+                g[j] = gn;
+            }
+            let (gb, dgb, db) = (&g[lo..hi], &dg[lo..hi], &d[lo..hi]);
+            let vb_new = &mut cand[lo..hi];
+            vb_new.iter_mut().zip(db).for_each(|(y, &dz)| *y = -dz);
+            for i in 0..held {
+                if i == k {
+                    // The oldest pair: the direction uses it only if this update is skipped.
+                    if let Some(old) = old_k {
+                        w[k] += lane_dot(&old[lo..hi], gb);
+                    }
+                    continue;
+                }
+                let vb = rest.row(i, lo, hi);
                 let (cg, cdg) = lane_dot2(gb, dgb, vb);
                 w[i] += cg;
                 c[i] += cdg;
+                let coef = T::from_f64(e[i]);
+                vb_new.iter_mut().zip(vb).for_each(|(y, &x)| *y += coef * x);
             }
-        }
-        let (ab, aa) = lane_dot2(dgb, db, db);
-        dzdg += ab;
-        dzdz += aa;
-        dgdg += lane_dot(dgb, dgb);
-    }
-    // B: e = U·Δz (i ≠ k).
-    for lo in (0..n).step_by(BLOCK) {
-        let hi = (lo + BLOCK).min(n);
-        let db = &d[lo..hi];
-        for i in (0..held).filter(|&i| i != k) {
-            e[i] += lane_dot(&u[i * n + lo..i * n + hi], db);
+            wk += lane_dot(vb_new, gb);
+            let (ab, aa) = lane_dot2(dgb, db, db);
+            dzdg += ab;
+            dzdz += aa;
+            dgdg += lane_dot(dgb, dgb);
         }
     }
-    let denom = -dzdg
-        + (0..held)
-            .filter(|&i| i != k)
-            .map(|i| e[i] * c[i])
-            .sum::<f64>();
+    let denom = -dzdg + others.iter().map(|&i| e[i] * c[i]).sum::<f64>();
     let skip = !denom.is_finite() || denom.abs() <= SKIP_RTOL * (dzdz * dgdg).sqrt();
-    // The pairs the sums run over: all held ones when skipping, else all but slot k.
-    let others: Slots = (0..held).filter(|&i| i != k || skip).collect();
-    let coefs = |x: &[f64], sign: f64| -> SmallVec<[(usize, T); 32]> {
-        others
-            .iter()
-            .map(|&i| (i, T::from_f64(sign * x[i])))
-            .collect()
-    };
     if !skip {
-        // C: v_k = −Δz + Σ e_i v_i, and w_k = v_k·g⁺.
-        let with_e = coefs(e, 1.0);
-        let (vk, rest) = split_row(v, n, k);
-        let mut wk = 0.0;
-        for lo in (0..n).step_by(BLOCK) {
-            let hi = (lo + BLOCK).min(n);
-            let vb = &mut vk[lo..hi];
-            vb.iter_mut().zip(&d[lo..hi]).for_each(|(v, &dz)| *v = -dz);
-            for &(i, coef) in &with_e {
-                let r = rest.row(i, lo, hi);
-                vb.iter_mut().zip(r).for_each(|(y, &x)| *y += coef * x);
-            }
-            wk += lane_dot(vb, &g[lo..hi]);
+        if !direct {
+            v[k * n..(k + 1) * n].copy_from_slice(vnew);
         }
         w[k] = wk;
     }
-    // D: u_k = (Δz + Δg − Σ c_i u_i)/denom (unless skipped), then d = g⁺ − Σ w_i u_i, z += d.
+    // The pairs in use after the update: every held one, plus slot k when added.
+    let in_use = if skip { held } else { held.max(k + 1) };
+    // Over U: u_k (when added), the direction d = g⁺ − Σ w_i u_i, z += d, and the next e.
     let inv = T::from_f64(1.0 / denom);
-    let (with_c, with_w) = (coefs(c, -1.0), coefs(w, -1.0));
-    let wk = T::from_f64(-w[k]);
+    let with_c: SmallVec<[(usize, T); 32]> =
+        others.iter().map(|&i| (i, T::from_f64(-c[i]))).collect();
+    let with_w: SmallVec<[(usize, T); 32]> = (0..in_use).map(|i| (i, T::from_f64(-w[i]))).collect();
+    e.iter_mut().for_each(|x| *x = 0.0);
     for lo in (0..n).step_by(BLOCK) {
         let hi = (lo + BLOCK).min(n);
         if !skip {
@@ -215,14 +213,13 @@ pub(crate) fn step<T: Float>(
         let db = &mut d[lo..hi];
         db.copy_from_slice(&g[lo..hi]);
         axpy_rows(db, u, n, lo, &with_w);
-        if !skip {
-            let r = &u[k * n + lo..k * n + hi];
-            db.iter_mut().zip(r).for_each(|(y, &x)| *y += wk * x);
-        }
         z[lo..hi]
             .iter_mut()
             .zip(db.iter())
             .for_each(|(z, &dz)| *z += dz);
+        for i in 0..in_use {
+            e[i] += lane_dot(&u[i * n + lo..i * n + hi], db);
+        }
     }
     if skip {
         Update::Skipped
