@@ -86,13 +86,14 @@ pub trait Float:
     fn min(self, other: Self) -> Self;
     /// True unless NaN or infinite.
     fn is_finite(self) -> bool;
-    /// `e^self` for bulk kernels: exact (`std`) for f64, a branch-free polynomial for f32
-    /// (relative error below 3e-7 on the whole range) that the compiler vectorises.
+    /// `e^self` for bulk kernels: `std` for f64, [`exp_f32`] for f32 (branch-free, so slice
+    /// loops vectorise; relative error below [`EXP_F32_REL_ERROR`], and right at ±inf, NaN,
+    /// the overflow edge and subnormal results).
     fn exp_fast(self) -> Self {
         self.exp()
     }
-    /// `tanh(self)` for bulk kernels: `std` for f64, built on [`Float::exp_fast`] for f32
-    /// (relative error below 1e-6).
+    /// `tanh(self)` for bulk kernels: `std` for f64, [`tanh_f32`] for f32 (branch-free;
+    /// relative error below [`TANH_F32_REL_ERROR`]).
     fn tanh_fast(self) -> Self {
         self.tanh()
     }
@@ -169,33 +170,65 @@ impl_float!(
 );
 impl_float!(f64, DType::F64);
 
-/// `e^x` in f32 without branches: `x = n·ln2 + r` with `|r| ≤ ln2/2`, a degree-6 Taylor
-/// polynomial for `e^r` (truncation below 2e-8), and `2^n` assembled in the exponent bits.
-/// Inputs are clamped to `[-87.3, 88.7]` (results stay normal and finite); NaN propagates.
+
+/// `e^x` in f32 without branches, right over the whole f32 range.
+///
+/// `x = n·ln 2 + r` with `n = round(x·log₂e)` and `|r| ≤ ln2/2` (Cody–Waite: `ln 2` split in
+/// two parts, the first with 9 trailing zero bits so that `n·LN2_HI` is exact), `e^r` by its
+/// degree-7 Taylor polynomial (truncation below 1.1e-8 relative), and `2^n` applied as two
+/// factors `2^⌊n/2⌋ · 2^(n−⌊n/2⌋)`, each a normal float: a result in the subnormal range is
+/// rounded once, and a result above `f32::MAX` overflows to `+inf` as `f32::exp` does. The
+/// input is clamped to `[-104, 89]` first (`e^-104 < 2^-150` rounds to 0 and `e^89` overflows),
+/// which keeps `n` in `[-150, 128]`; the clamp keeps NaN, which propagates.
+///
+/// Accuracy (checked against the exactly rounded value over the whole f32 range by
+/// `autograd/tests/float_range.rs`): relative error below [`EXP_F32_REL_ERROR`] where `e^x`
+/// is a normal float; absolute error below `EXP_F32_REL_ERROR · f32::MIN_POSITIVE` where it is
+/// subnormal; `e^-inf = 0` (a masked attention weight is exactly zero), `e^inf = inf`,
+/// `+inf` exactly where the rounded result overflows (`x > 88.722_83`), `0` exactly where it
+/// rounds to zero (`x < -103.972_08`).
+///
+/// Branch-free (selects and integer bit operations only), so slice loops over it vectorise.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding and subtracting rounds to an integer
-    let xc = x.clamp(-87.3, 88.7);
-    let n = (xc * LOG2E + ROUND) - ROUND;
-    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    const LN2_HI: f32 = 0.693_145_75; // 0x3F31_7200
+    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 − LN2_HI
+    // 1.5·2²³: adding it rounds to an integer n and leaves n in the low mantissa bits.
+    const ROUND: f32 = 12_582_912.0;
+    const ROUND_BITS: i32 = 0x4B40_0000;
+    let xc = x.clamp(-104.0, 89.0);
+    let shifted = xc * LOG2E + ROUND;
+    let nf = shifted - ROUND;
+    let n = (shifted.to_bits() as i32).wrapping_sub(ROUND_BITS);
+    let r = (xc - nf * LN2_HI) - nf * LN2_LO;
     let p = 1.0
         + r * (1.0
             + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    let y = p * scale;
-    if x.is_nan() {
-        x
-    } else {
-        y
-    }
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // NaN inputs give garbage scales here, and NaN·anything = NaN.
+    let n1 = n >> 1;
+    let n2 = n.wrapping_sub(n1);
+    let s1 = f32::from_bits((n1.wrapping_add(127) as u32) << 23);
+    let s2 = f32::from_bits((n2.wrapping_add(127) as u32) << 23);
+    p * s1 * s2
 }
 
-/// `tanh(x)` in f32: an odd Taylor polynomial below 0.3, `1 − 2/(e^{2|x|} + 1)` above,
-/// selected without branches.
+/// The bound of [`exp_f32`]: relative error where the result is normal, and in units of
+/// `f32::MIN_POSITIVE` where it is subnormal (measured over every float: 1.03e-7 and 9.3e-8,
+/// i.e. under 2 ulp).
+pub const EXP_F32_REL_ERROR: f32 = 1.2e-7;
+
+/// `tanh(x)` in f32 without branches: the odd Taylor polynomial of degree 9 below `|x| = 0.3`
+/// (truncation below 6e-8 relative), `±(1 − 2/(e^{2|x|} + 1))` with [`exp_f32`] above,
+/// chosen by a select.
+///
+/// Accuracy (checked over the whole f32 range by `autograd/tests/float_range.rs`): relative
+/// error below [`TANH_F32_REL_ERROR`] everywhere (the largest, 2.5e-7, just above 0.3 where
+/// `1 − 2/(e+1)` cancels a little); subnormal inputs come back unchanged (`tanh x = x` to far
+/// below their precision); `±inf → ±1`, NaN propagates, `tanh(-0) = -0`.
 #[inline(always)]
 pub fn tanh_f32(x: f32) -> f32 {
     let a = x.abs();
@@ -209,5 +242,82 @@ pub fn tanh_f32(x: f32) -> f32 {
         small
     } else {
         large
+    }
+}
+
+/// The bound of [`tanh_f32`]: relative error (measured over every float: 2.51e-7).
+pub const TANH_F32_REL_ERROR: f32 = 3e-7;
+
+/// The logistic sigmoid `σ(x) = 1 / (1 + e^{−x})` for bulk kernels, from one
+/// [`Float::exp_fast`] of `−|x|` (which never overflows): `σ(|x|) = 1/(1 + e)` and
+/// `σ(−|x|) = e/(1 + e)`, chosen by a select. The second form keeps the relative accuracy of
+/// small results (the textbook `1 − σ(|x|)` cancels: it had no correct digit below `1e-8`).
+///
+/// In f32 (checked over the whole range by `autograd/tests/float_range.rs`): relative error
+/// below [`SIGMOID_F32_REL_ERROR`] where the result is normal, absolute error below
+/// `EXP_F32_REL_ERROR · f32::MIN_POSITIVE` where it is subnormal (`x < -87.33`, where
+/// `σ(x) = e^x` to f32 precision); `σ(-inf) = 0`, `σ(inf) = 1`, NaN propagates. In f64 it
+/// is `std`'s `exp` with three rounded operations.
+#[inline(always)]
+pub fn sigmoid<T: Float>(x: T) -> T {
+    let e = (-x.abs()).exp_fast();
+    let pos = T::ONE / (T::ONE + e);
+    let neg = e * pos;
+    if x >= T::ZERO {
+        pos
+    } else {
+        neg
+    }
+}
+
+/// The bound of [`sigmoid`] in f32: relative error where the result is normal (measured over
+/// every float: 2.1e-7).
+pub const SIGMOID_F32_REL_ERROR: f32 = 3e-7;
+
+/// `√(2/π)`, the constant of GELU's tanh form.
+const GELU_C: f64 = 0.797_884_560_802_865_4;
+/// The cubic coefficient of GELU's tanh form.
+const GELU_A: f64 = 0.044_715;
+
+/// GELU in its tanh form, `x/2 · (1 + tanh(√(2/π)(x + 0.044715 x³)))`, computed as the equal
+/// `x · σ(v)` with `v = 2√(2/π)·x·(1 + 0.044715 x²)` and [`sigmoid`], so that negative inputs
+/// keep their relative accuracy (`1 + tanh(·)` cancels completely below about −5).
+///
+/// In f32 (checked over the whole range by `autograd/tests/float_range.rs`): error below
+/// `GELU_F32_REL_ERROR · (1 + max(−v, 0))` relative where the result is normal, and in units
+/// of `f32::MIN_POSITIVE` where it is subnormal. The factor `1 + max(−v, 0)` is the condition
+/// number of `e^v` for negative `v`: rounding `v` itself costs that much, in any f32
+/// evaluation. `gelu(-inf) = -0`, `gelu(inf) = inf`, NaN propagates.
+#[inline(always)]
+pub fn gelu<T: Float>(x: T) -> T {
+    let v = T::from_f64(2.0 * GELU_C) * x * (T::ONE + T::from_f64(GELU_A) * x * x);
+    let s = sigmoid(v);
+    let y = x * s;
+    // σ(v) = 0 only far left of zero (or at −inf, where x·0 would be NaN): the result is −0.
+    if s == T::ZERO {
+        -T::ZERO
+    } else {
+        y
+    }
+}
+
+/// The bound factor of [`gelu`] in f32 (measured over every float: 1.85e-7).
+pub const GELU_F32_REL_ERROR: f32 = 2.5e-7;
+
+/// `d gelu/dx` for [`gelu`]: with `s = σ(v)`, `gelu = x·s` and
+/// `gelu' = s + x·v'·s·(1 − s)`, `v' = 2√(2/π)(1 + 3·0.044715 x²)`. The second term is taken
+/// as 0 where `s·(1 − s)` is (saturated inputs, ±inf included), where `x·v'` would overflow.
+#[inline(always)]
+pub fn gelu_derivative<T: Float>(x: T) -> T {
+    let two_c = T::from_f64(2.0 * GELU_C);
+    let v = two_c * x * (T::ONE + T::from_f64(GELU_A) * x * x);
+    let dv = two_c * (T::ONE + T::from_f64(3.0 * GELU_A) * x * x);
+    let s = sigmoid(v);
+    let ds = s * (T::ONE - s);
+    let slope = x * dv * ds;
+    if ds == T::ZERO {
+        s
+    } else {
+        s + slope
     }
 }
