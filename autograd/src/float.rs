@@ -170,7 +170,6 @@ impl_float!(
 );
 impl_float!(f64, DType::F64);
 
-
 /// `e^x` in f32 without branches, right over the whole f32 range.
 ///
 /// `x = n·ln 2 + r` with `n = round(x·log₂e)` and `|r| ≤ ln2/2` (Cody–Waite: `ln 2` split in
@@ -194,7 +193,7 @@ pub fn exp_f32(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75; // 0x3F31_7200
     const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 − LN2_HI
-    // 1.5·2²³: adding it rounds to an integer n and leaves n in the low mantissa bits.
+                                        // 1.5·2²³: adding it rounds to an integer n and leaves n in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
     const ROUND_BITS: i32 = 0x4B40_0000;
     let xc = x.clamp(-104.0, 89.0);

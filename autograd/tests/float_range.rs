@@ -13,8 +13,8 @@
 //! plus `std`'s own rounding.
 
 use deq_autograd::float::{
-    exp_f32, gelu, sigmoid, tanh_f32, EXP_F32_REL_ERROR, GELU_F32_REL_ERROR,
-    SIGMOID_F32_REL_ERROR, TANH_F32_REL_ERROR,
+    exp_f32, gelu, sigmoid, tanh_f32, EXP_F32_REL_ERROR, GELU_F32_REL_ERROR, SIGMOID_F32_REL_ERROR,
+    TANH_F32_REL_ERROR,
 };
 
 const MIN: f64 = f32::MIN_POSITIVE as f64;
@@ -28,10 +28,7 @@ fn window(a: f32, b: f32, step: usize) -> impl Iterator<Item = f32> {
 /// The inputs of every check: a stride over all bit patterns, the specials, and the windows
 /// `(a, b, step)`.
 fn inputs(windows: &[(f32, f32, usize)]) -> Vec<f32> {
-    let mut xs: Vec<f32> = (0..=u32::MAX)
-        .step_by(4099)
-        .map(f32::from_bits)
-        .collect();
+    let mut xs: Vec<f32> = (0..=u32::MAX).step_by(4099).map(f32::from_bits).collect();
     xs.extend([
         0.0,
         -0.0,
@@ -87,7 +84,10 @@ fn check(
         let e32 = e as f32;
         if e32.is_infinite() || !g.is_finite() {
             if g != e32 {
-                failures.push(format!("{name}({x:e} = {:#x}) = {g}, exact {e:e}", x.to_bits()));
+                failures.push(format!(
+                    "{name}({x:e} = {:#x}) = {g}, exact {e:e}",
+                    x.to_bits()
+                ));
             }
             continue;
         }
@@ -130,14 +130,23 @@ fn check(
 /// `got` against `std` (an f32 libm function): the same infinities and zeros, and values
 /// within `bound` plus half an ulp of `std`'s own rounding (in units of `MIN_POSITIVE` below
 /// it).
-fn check_against_std(name: &str, xs: &[f32], got: impl Fn(f32) -> f32, std: fn(f32) -> f32, bound: f64) {
+fn check_against_std(
+    name: &str,
+    xs: &[f32],
+    got: impl Fn(f32) -> f32,
+    std: fn(f32) -> f32,
+    bound: f64,
+) {
     let mut failures = Vec::new();
     for &x in xs.iter().filter(|x| !x.is_nan()) {
         let (g, s) = (got(x), std(x));
         let same_class = g.is_infinite() == s.is_infinite() && (g == 0.0) == (s == 0.0);
         let err = (g as f64 - s as f64).abs() / (s as f64).abs().max(MIN);
         if !same_class || (s.is_finite() && err > bound + f32::EPSILON as f64 / 2.0) {
-            failures.push(format!("{name}({x:e} = {:#x}) = {g:e}, std {s:e}", x.to_bits()));
+            failures.push(format!(
+                "{name}({x:e} = {:#x}) = {g:e}, std {s:e}",
+                x.to_bits()
+            ));
         }
     }
     assert!(
@@ -164,7 +173,11 @@ fn exp_f32_is_right_over_the_whole_range() {
     assert_eq!(exp_f32(f32::NEG_INFINITY).to_bits(), 0, "e^-inf is +0");
     assert_eq!(exp_f32(-103.98), 0.0);
     assert_eq!(exp_f32(f32::INFINITY), f32::INFINITY);
-    assert_eq!(exp_f32(88.722_83), 88.722_83f32.exp(), "the largest finite result");
+    assert_eq!(
+        exp_f32(88.722_83),
+        88.722_83f32.exp(),
+        "the largest finite result"
+    );
     assert_eq!(exp_f32(88.722_84), f32::INFINITY);
     assert_eq!(exp_f32(0.0), 1.0);
     assert_eq!(exp_f32(-0.0), 1.0);
@@ -211,7 +224,9 @@ fn sigmoid_f32_is_right_over_the_whole_range() {
         (15.5, 17.0, 3),
     ]);
     let (rel, sub) = (SIGMOID_F32_REL_ERROR as f64, EXP_F32_REL_ERROR as f64);
-    check("sigmoid", &xs, sigmoid::<f32>, sigmoid_exact, |_| (rel, sub));
+    check("sigmoid", &xs, sigmoid::<f32>, sigmoid_exact, |_| {
+        (rel, sub)
+    });
     assert_eq!(sigmoid(f32::NEG_INFINITY), 0.0);
     assert_eq!(sigmoid(f32::INFINITY), 1.0);
     assert!(sigmoid(f32::NAN).is_nan());

@@ -143,7 +143,10 @@ fn attention_with_memory_matches_the_direct_score_computation() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f64::max);
-        assert!(err < 1e-12, "{s:?}: attention differs from the reference by {err:e}");
+        assert!(
+            err < 1e-12,
+            "{s:?}: attention differs from the reference by {err:e}"
+        );
     }
 }
 
@@ -184,7 +187,11 @@ fn rel_shift_reindexes_distances_to_keys_and_its_vjp_is_the_transpose() {
     for shape in [[2, 2, 3, 5], [1, 3, 4, 4], [1, 1, 1, 3], [2, 1, 3, 7]] {
         let x = Tensor::<f64>::randn(&shape, 1.0, &mut rng);
         let got = rel_shift(&Var::constant(x.clone()));
-        assert_eq!(got.value().data(), rel_shift_reference(&x).as_slice(), "{shape:?}");
+        assert_eq!(
+            got.value().data(),
+            rel_shift_reference(&x).as_slice(),
+            "{shape:?}"
+        );
         let report = gradcheck(
             |v| rel_shift(&v[0]),
             std::slice::from_ref(&x),

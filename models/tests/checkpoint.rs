@@ -205,8 +205,8 @@ fn metadata_without_checksums_is_refused_and_the_key_is_reserved() {
     let err = checkpoint_to_bytes(&ck).unwrap_err().to_string();
     assert!(err.contains("reserved"), "{err}");
     // The loader removes the key: what comes back is what was saved.
-    let back = checkpoint_from_bytes(&checkpoint_to_bytes(&sample(1.0)).unwrap(), Path::new("x"))
-        .unwrap();
+    let back =
+        checkpoint_from_bytes(&checkpoint_to_bytes(&sample(1.0)).unwrap(), Path::new("x")).unwrap();
     assert!(!back.metadata.contains_key(CHECKSUM_KEY));
 }
 

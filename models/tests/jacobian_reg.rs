@@ -63,8 +63,13 @@ impl Case {
 
     /// Solves for the equilibrium (f64, tight) and stores it.
     fn solve(mut self) -> Case {
-        let s = SolverConfig::new(SolverKind::Broyden { memory: 60 }, 200, 1e-12, StopMode::Abs)
-            .unwrap();
+        let s = SolverConfig::new(
+            SolverKind::Broyden { memory: 60 },
+            200,
+            1e-12,
+            StopMode::Abs,
+        )
+        .unwrap();
         let cfg = DeqConfig::new(s.clone(), s, BackwardMode::Implicit).unwrap();
         let x = Var::constant(self.x.clone());
         let z0 = self.z.clone();
@@ -99,7 +104,10 @@ impl Case {
         let mut wrt = vec![&x];
         wrt.extend(p.iter());
         let g = tape.vjp(&[&pen], &[&Tensor::scalar(T::ONE)], &wrt);
-        (pen.item().to_f64(), g.iter().map(Tensor::cast::<f64>).collect())
+        (
+            pen.item().to_f64(),
+            g.iter().map(Tensor::cast::<f64>).collect(),
+        )
     }
 
     /// `Σ_probes ‖J ε‖² / (probes · N)` with `J = ∂f/∂z` at the equilibrium built row by row
@@ -109,7 +117,9 @@ impl Case {
         let tape = Tape::<f64>::new();
         let z = tape.leaf(self.z.clone());
         let x = Var::constant(self.x.clone());
-        let fz = self.with_cell(&self.store.constants(), &mut |cell, eff| cell.apply(&z, &x, eff));
+        let fz = self.with_cell(&self.store.constants(), &mut |cell, eff| {
+            cell.apply(&z, &x, eff)
+        });
         let rows: Vec<Tensor<f64>> = (0..n)
             .map(|i| {
                 let unit = Tensor::from_fn(self.z.shape(), |k| if k == i { 1.0 } else { 0.0 });
@@ -188,7 +198,10 @@ fn f64_penalty_inside_both_cells_matches_the_exact_jacobian_products() {
         let (pen, _) = case.penalty_and_gradient::<f64>();
         let exact = case.exact_penalty();
         let rel = (pen - exact).abs() / exact;
-        println!("{}: penalty {pen:.6e}, exact {exact:.6e}, relative error {rel:.1e}", case.name);
+        println!(
+            "{}: penalty {pen:.6e}, exact {exact:.6e}, relative error {rel:.1e}",
+            case.name
+        );
         assert!(rel < F64_PENALTY_ERROR, "{}: {rel:e}", case.name);
     }
 }
@@ -226,7 +239,11 @@ fn f32_penalty_and_gradients_inside_both_cells_are_within_the_stated_bounds() {
             "{}: f32 penalty error {pen_err:.1e}, gradient error {grad_err:.1e}",
             case.name
         );
-        assert!(pen_err < F32_PENALTY_ERROR, "{}: penalty {pen_err:e}", case.name);
+        assert!(
+            pen_err < F32_PENALTY_ERROR,
+            "{}: penalty {pen_err:e}",
+            case.name
+        );
         assert!(
             grad_err < F32_GRADIENT_ERROR,
             "{}: gradient {grad_err:e}",

@@ -115,7 +115,10 @@ fn positions(x: &Tensor<f64>, from: usize, to: usize) -> Vec<f64> {
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(p, q)| (p - q).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0.0, f64::max)
 }
 
 /// `[B, T]` tokens as the first `t1` and the last `T − t1` positions of each stream.
@@ -140,7 +143,10 @@ fn segments_match_one_long_segment(cell: CellConfig) {
     let (a, mem, s1) = run(&m, &first, 2, &Memory::default(), &cfg);
     let (b, _, s2) = run(&m, &second, 2, &mem, &cfg);
     for s in [&s0, &s1, &s2] {
-        assert!(s.forward.as_ref().unwrap().all_converged(), "the solves converge");
+        assert!(
+            s.forward.as_ref().unwrap().all_converged(),
+            "the solves converge"
+        );
     }
     let d1 = max_diff(&positions(&a, 0, 3), &positions(&whole, 0, 3));
     let d2 = max_diff(&positions(&b, 0, 3), &positions(&whole, 3, 6));
@@ -198,7 +204,10 @@ fn causality(cell: CellConfig) {
         }
     }
     assert_eq!(before, 0.0, "naive iteration: an earlier position changed");
-    assert!(after > 1e-6, "the change must show from its position on: {after}");
+    assert!(
+        after > 1e-6,
+        "the change must show from its position on: {after}"
+    );
     // Unrolled: plain applications, exactly causal.
     let cfg = tight(BackwardMode::Unrolled { k: 4 });
     let (before, after, _) = change_a_later_token(&m, &cfg, 2);
@@ -220,7 +229,12 @@ fn causality(cell: CellConfig) {
         let (before, after, stats) = change_a_later_token(&m, &cfg, 3);
         for s in &stats {
             let f = s.forward.as_ref().unwrap();
-            assert!(f.all_converged(), "{kind:?}: {:?} {}", f.lowest_abs, f.iterations);
+            assert!(
+                f.all_converged(),
+                "{kind:?}: {:?} {}",
+                f.lowest_abs,
+                f.iterations
+            );
         }
         println!("{kind:?}: earlier positions differ by {before:.2e}, later by {after:.2e}");
         assert!(before <= 100.0 * tol, "{kind:?}: {before:e}");

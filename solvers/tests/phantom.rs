@@ -14,8 +14,13 @@ const H: usize = 5;
 const I: usize = 4;
 
 fn config(k: usize, tau: f64) -> DeqConfig {
-    let s = SolverConfig::new(SolverKind::Broyden { memory: 30 }, 100, 1e-10, StopMode::Abs)
-        .unwrap();
+    let s = SolverConfig::new(
+        SolverKind::Broyden { memory: 30 },
+        100,
+        1e-10,
+        StopMode::Abs,
+    )
+    .unwrap();
     DeqConfig::new(s.clone(), s, BackwardMode::Phantom { k, tau }).unwrap()
 }
 
@@ -126,7 +131,10 @@ fn phantom_gradient_with_k_steps_and_damping_equals_the_steps_unrolled_by_hand()
         });
         let (z_k, want) = by_hand(z_star.data(), x.data(), &params, u.data(), k, tau);
         let value_err = rel(out.z.value().data(), &z_k);
-        assert!(value_err < 1e-13, "k {k}, τ {tau}: value differs by {value_err:e}");
+        assert!(
+            value_err < 1e-13,
+            "k {k}, τ {tau}: value differs by {value_err:e}"
+        );
         for (name, (g, w)) in ["x", "W", "U", "b"].iter().zip(got.iter().zip(&want)) {
             let e = rel(g.data(), w);
             assert!(e < 1e-12, "k {k}, τ {tau}: ∂{name} differs by {e:e}");
