@@ -114,7 +114,7 @@ fn a_vjp_that_overwrites_instead_of_accumulating_fails() {
             check_grad(
                 "double",
                 |v| double_forgets_to_accumulate(&v[0]),
-                &[x.clone()],
+                std::slice::from_ref(&x),
                 seed
             )
             .is_err(),
@@ -133,7 +133,7 @@ fn on_a_case_that_needs_the_retry_a_wrong_vjp_still_fails() {
         match check_grad_outcome(
             "softmax",
             |v| softmax_with(&v[0], nothing),
-            &[x.clone()],
+            std::slice::from_ref(&x),
             seed,
         ) {
             Ok(Outcome::PassedOnRetry(why)) => Some((seed, why)),

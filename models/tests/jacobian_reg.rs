@@ -15,7 +15,7 @@ const PROBES: usize = 2;
 const PROBE_SEED: u64 = 77;
 
 enum Cell {
-    Transformer(DeqTransformerCell),
+    Transformer(Box<DeqTransformerCell>),
     Trellis(TrellisNetCell),
 }
 
@@ -39,13 +39,12 @@ impl<T: Float> ImplicitCell<T> for Dyn<'_, T> {
     }
 }
 
+/// A callback given the cell and its prepared parameters.
+type WithCell<'f, T, R> = dyn FnMut(Dyn<'_, T>, &[Var<T>]) -> R + 'f;
+
 impl Case {
     /// Calls `f(cell, prepared params)` for the parameters `p` (in `T`).
-    fn with_cell<T: Float, R>(
-        &self,
-        p: &[Var<T>],
-        f: &mut dyn FnMut(Dyn<'_, T>, &[Var<T>]) -> R,
-    ) -> R {
+    fn with_cell<T: Float, R>(&self, p: &[Var<T>], f: &mut WithCell<'_, T, R>) -> R {
         let (b, past) = (self.x.shape()[0], self.past.cast::<T>());
         match &self.cell {
             Cell::Transformer(c) => {
@@ -151,7 +150,7 @@ fn transformer(seed: u64) -> Case {
     let (b, t, m, d) = (2, 3, 2, 4);
     Case {
         name: format!("DEQ-Transformer cell (seed {seed})"),
-        cell: Cell::Transformer(cell),
+        cell: Cell::Transformer(Box::new(cell)),
         store,
         x: Tensor::randn(&[b, m + t, 3 * d], 0.5, &mut rng),
         past: Tensor::randn(&[b, m, d], 1.0, &mut rng),

@@ -71,7 +71,7 @@ fn by_hand(
         let delta: Vec<f64> = (0..B * H)
             .map(|e| tau * g[e] * (1.0 - y[e] * y[e]))
             .collect();
-        let mut dz = vec![0.0; B * H];
+        let mut dz = [0.0; B * H];
         for r in 0..B {
             for j in 0..H {
                 let d = delta[r * H + j];
