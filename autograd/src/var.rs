@@ -46,7 +46,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-/// True when no [`no_grad`] is active on this thread, i.e. every tape records.
+/// True when no tape is paused on this thread: no [`no_grad`] is active here, or none that
+/// began after a tape was created (it had nothing to pause).
 ///
 /// This is a property of the thread, not of a computation: a job that work stealing runs
 /// inside another computation's `no_grad` sees `false` here although its own tapes record.

@@ -492,6 +492,30 @@ proptest! {
         assert_identical(&ck, &back);
     }
 
+    /// Flipped bits in the tensor data alone (which no layout check can see) are named
+    /// errors: the checksums catch every one.
+    #[test]
+    fn prop_flipped_data_bytes_are_named_errors(
+        ck in arb_checkpoint(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..4),
+    ) {
+        let original = checkpoint_to_bytes(&ck).unwrap();
+        let n = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
+        let data = 8 + n..original.len();
+        prop_assume!(!data.is_empty());
+        let mut bytes = original.clone();
+        for (at, mask) in flips {
+            bytes[data.start + at.index(data.len())] ^= mask;
+        }
+        prop_assume!(bytes != original);
+        match checkpoint_from_bytes(&bytes, Path::new("p")) {
+            Err(e @ DeqError::Checkpoint { .. }) => {
+                prop_assert!(e.to_string().contains("does not match its checksum"), "{}", e);
+            }
+            other => prop_assert!(false, "undetected corruption: {:?}", other.map(|c| c.metadata)),
+        }
+    }
+
     /// Random byte corruption and truncation never panic, and every one of them (a flipped
     /// data byte included) is a checkpoint error naming the file.
     #[test]
