@@ -30,7 +30,7 @@
 //! Stated error (relative to the exact `‖J ε‖²` and its gradient for a smooth cell):
 //! - f32 (`h ≈ 1.5e-3·(1 + ‖z*‖_∞)`): the penalty within [`F32_PENALTY_ERROR`], its gradient
 //!   within [`F32_GRADIENT_ERROR`] of the largest entry of each input's gradient (measured
-//!   against the f64 surrogate: 1.6e-5 and 1.1e-4);
+//!   against the f64 surrogate: 1.6e-5 and 1.4e-4);
 //! - f64 (`h ≈ 1.8e-6·(1 + ‖z*‖_∞)`): the penalty within [`F64_PENALTY_ERROR`] (measured
 //!   2e-11 against `‖J ε‖²` from exact VJPs; the gradient's error is of the same order, far
 //!   below the estimator's sampling noise).
