@@ -1,7 +1,7 @@
 //! The `deq` binary over a table of bad inputs: each exits with status 2, names the problem,
 //! never panics, and leaves no new file behind.
 
-use deq_models::checkpoint::save_checkpoint;
+use deq_models::checkpoint::{load_checkpoint, save_checkpoint};
 use deq_models::data::{Corpus, Level};
 use deq_models::train::{TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
@@ -95,12 +95,21 @@ fn bad_inputs_exit_2_with_a_clear_message_and_no_new_files() {
     let bytes = std::fs::read(&ck).unwrap();
     let truncated = dir.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    // A NaN written with valid checksums (a run that saved bad weights), and a flipped bit.
     let nan = dir.join("nan.safetensors");
+    {
+        let mut c = load_checkpoint(&ck).unwrap();
+        let (_, t) = c.tensors.last_mut().unwrap();
+        let n = t.numel();
+        t.data_mut()[n - 1] = f32::NAN;
+        save_checkpoint(&nan, &c).unwrap();
+    }
+    let flipped = dir.join("flipped.safetensors");
     {
         let mut b = bytes.clone();
         let n = b.len();
-        b[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
-        std::fs::write(&nan, b).unwrap();
+        b[n - 3] ^= 0x04;
+        std::fs::write(&flipped, b).unwrap();
     }
     let foreign = dir.join("foreign.safetensors");
     std::fs::write(&foreign, b"PK\x03\x04 this is a zip file, not a checkpoint").unwrap();
@@ -226,7 +235,17 @@ fn bad_inputs_exit_2_with_a_clear_message_and_no_new_files() {
                 "--data".into(),
                 good_s.clone(),
             ],
-            "nan",
+            "NaN or infinite",
+        ),
+        (
+            vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                d(&flipped),
+                "--data".into(),
+                good_s.clone(),
+            ],
+            "does not match its checksum",
         ),
         (
             vec![

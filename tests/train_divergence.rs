@@ -57,6 +57,23 @@ fn a_diverging_run_skips_steps_recovers_and_saves_only_finite_weights() {
         skipped > 0,
         "a learning rate of 1e9 must produce skipped steps"
     );
+    // Recovery: after 5 skipped steps in a row, the last good weights are reloaded with a
+    // halved learning rate, and the log says so.
+    let recovers: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["kind"] == "recover").collect();
+    assert!(
+        !recovers.is_empty(),
+        "the run must recover (reload the last checkpoint) at least once:\n{metrics}"
+    );
+    for (i, r) in recovers.iter().enumerate() {
+        let scale = r["lr_scale"].as_f64().expect("lr_scale");
+        let expected = 0.5f64.powi(i as i32 + 1);
+        assert!(
+            (scale / expected - 1.0).abs() < 1e-12,
+            "each recovery halves the rate, the {i}th gives {expected}: {r}"
+        );
+        assert!(r["step"].as_u64().is_some_and(|s| s <= 40), "{r}");
+    }
     for name in ["last.safetensors", "best.safetensors"] {
         let path = out.join(name);
         if path.exists() {
@@ -69,6 +86,9 @@ fn a_diverging_run_skips_steps_recovers_and_saves_only_finite_weights() {
         }
     }
     assert!(out.join("last.safetensors").exists());
-    println!("{skipped} of {steps} steps skipped");
+    println!(
+        "{skipped} of {steps} steps skipped, {} recoveries",
+        recovers.len()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -8,8 +8,9 @@
 //!   storage, shape in a small vector. One generic code path: a cell written once runs in f32
 //!   for training and in f64 for gradient checks.
 //! - [`Var<T>`]: a tensor that may be recorded on a [`Tape`]. Ops are methods on `Var`; they
-//!   record only while recording is on ([`no_grad`] turns it off) and an operand lives on a
-//!   tape, so a no-grad evaluation keeps no intermediates.
+//!   record only when an operand lives on a tape that records ([`no_grad`] pauses the tapes
+//!   that exist when it begins, on its thread), so a no-grad evaluation keeps no
+//!   intermediates.
 //! - [`Tape::vjp`]: `uᵀ·∂y/∂x` for any outputs, cotangents and inputs, callable any number of
 //!   times on one recording. The reverse order is pruned once per `(outputs, wrt)` pair and
 //!   cached: a VJP with respect to `z` alone skips every weight-gradient product. Gradient

@@ -217,6 +217,8 @@ pub(crate) struct TapeInner<T: Float> {
 #[derive(Clone)]
 pub struct Tape<T: Float> {
     inner: Rc<RefCell<TapeInner<T>>>,
+    /// Creation order, for [`no_grad`](crate::no_grad): it pauses the tapes older than it.
+    id: u64,
 }
 
 impl<T: Float> Default for Tape<T> {
@@ -234,7 +236,13 @@ impl<T: Float> Tape<T> {
                 plans: HashMap::new(),
                 ws: Workspace::default(),
             })),
+            id: crate::var::next_tape_id(),
         }
+    }
+
+    /// This tape's id: unique, and larger than the id of every tape created before it.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// A differentiable input: a variable recorded on this tape with no inputs of its own.

@@ -1,44 +1,96 @@
 //! `Var<T>`: a tensor value that may be recorded on a tape, and the recording switch.
 //!
-//! Every op takes and returns `Var`s. An op records a node only when recording is on for the
-//! current thread and at least one operand is on a tape; otherwise it returns a plain value
+//! Every op takes and returns `Var`s. An op records a node only when one of its operands is
+//! on a tape that records (one not paused by [`no_grad`]); otherwise it returns a plain value
 //! (a constant) and keeps nothing alive. So one cell written against `Var` serves both the
 //! recorded application `f(z*)` and the solver's no-grad iterations, and a no-grad evaluation
 //! holds only the live tensors.
+//!
+//! # Recording is a property of the tape, not of the thread
+//!
+//! Each tape gets an id from a global, increasing counter when it is created. [`no_grad`]
+//! pauses, on the calling thread, every tape that exists when it begins (ids up to the
+//! counter's value then) until it returns; tapes created inside it record as usual. A tape
+//! is `Rc`-based and never leaves the thread that created it, so all ops on it run on that
+//! thread, and a rayon job cannot capture one: any tape a job records on is created inside
+//! the job. When a thread blocked in `rayon::join` under `no_grad` runs a job of another
+//! computation (work stealing), that job's tapes are newer than the pause and keep
+//! recording; with a thread-wide flag they would have recorded nothing.
 
 use crate::float::Float;
 use crate::tape::{Backward, CustomVjp, NodeOp, Tape};
 use crate::tensor::Tensor;
 use smallvec::SmallVec;
 use std::cell::Cell;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The id of the next tape to be created (ids start at 1, so 0 means "no tape").
+static NEXT_TAPE_ID: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    static RECORDING: Cell<bool> = const { Cell::new(true) };
+    /// Tapes with an id up to this are paused on this thread (0: none is).
+    static PAUSED_UP_TO: Cell<u64> = const { Cell::new(0) };
 }
 
-/// True when ops on this thread record onto tapes.
+/// A fresh tape id, larger than every id handed out before (on any thread).
+pub(crate) fn next_tape_id() -> u64 {
+    NEXT_TAPE_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl<T: Float> Tape<T> {
+    /// True when ops on this tape record: no [`no_grad`] that began after this tape was
+    /// created is active on this thread.
+    pub fn is_recording(&self) -> bool {
+        self.id() > PAUSED_UP_TO.with(Cell::get)
+    }
+}
+
+/// True when no tape is paused on this thread: no [`no_grad`] is active here, or none that
+/// began after a tape was created (it had nothing to pause).
+///
+/// This is a property of the thread, not of a computation: a job that work stealing runs
+/// inside another computation's `no_grad` sees `false` here although its own tapes record.
+/// To decide whether an op on some variable records, ask [`Var::requires_grad`] (or
+/// [`Tape::is_recording`]) instead.
 pub fn is_recording() -> bool {
-    RECORDING.with(Cell::get)
+    PAUSED_UP_TO.with(Cell::get) == 0
 }
 
-/// Runs `f` with recording off on this thread (restored afterwards, even on panic).
+/// Runs `f` with every tape that exists now paused on this thread (restored afterwards, even
+/// on panic).
 ///
 /// Fixed-point solvers evaluate cells this way: no node is recorded and no intermediate kept.
+///
+/// Semantics: the tapes paused are exactly those created before this call; a tape created
+/// inside `f` records (a gradient check or a spectral-radius estimate run inside `no_grad`
+/// works). The pause is per thread and nests: an inner `no_grad` also pauses the tapes
+/// created between the two. Work that rayon runs on this thread while `f` waits in a join
+/// (another computation's job, stolen) records on its own tapes as usual, because those are
+/// created inside the job, after this call began: recording belongs to the computation
+/// that owns the tape, not to the OS thread.
 pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
     let _guard = NoGradGuard::new();
     f()
 }
 
-/// Turns recording off until dropped.
+/// Pauses every tape that exists when it is made, on this thread, until dropped (see
+/// [`no_grad`]).
 pub struct NoGradGuard {
-    previous: bool,
+    previous: u64,
+    /// The guard restores this thread's state: it must be dropped on the thread that made it.
+    _not_send: PhantomData<*const ()>,
 }
 
 impl NoGradGuard {
-    /// Turns recording off on this thread.
+    /// Pauses, on this thread, every tape created so far.
     pub fn new() -> Self {
-        let previous = RECORDING.with(|r| r.replace(false));
-        NoGradGuard { previous }
+        let newest = NEXT_TAPE_ID.load(Ordering::Relaxed) - 1;
+        let previous = PAUSED_UP_TO.with(|p| p.replace(p.get().max(newest)));
+        NoGradGuard {
+            previous,
+            _not_send: PhantomData,
+        }
     }
 }
 
@@ -50,7 +102,7 @@ impl Default for NoGradGuard {
 
 impl Drop for NoGradGuard {
     fn drop(&mut self) {
-        RECORDING.with(|r| r.set(self.previous));
+        PAUSED_UP_TO.with(|p| p.set(self.previous));
     }
 }
 
@@ -114,9 +166,16 @@ impl<T: Float> Var<T> {
         self.node.as_ref().map(|(t, _)| t)
     }
 
-    /// True when recorded on a tape.
+    /// True when recorded on a tape (whether or not that tape records now).
     pub fn is_recorded(&self) -> bool {
         self.node.is_some()
+    }
+
+    /// True when ops on this variable record: it is on a tape that is not paused by a
+    /// [`no_grad`] ([`Tape::is_recording`]). A gradient can flow into it through new ops
+    /// exactly when this holds.
+    pub fn requires_grad(&self) -> bool {
+        self.tape().is_some_and(Tape::is_recording)
     }
 
     /// The same value as a constant: gradients stop here.
@@ -144,18 +203,17 @@ impl<T: Float> std::fmt::Debug for Var<T> {
     }
 }
 
-/// The tape an op on `inputs` records onto: `None` when recording is off or no input is
-/// recorded. Panics when inputs live on different tapes.
+/// The tape an op on `inputs` records onto: `None` when no input is on a recording tape.
+/// Inputs on paused tapes count as constants. Panics when inputs live on different recording
+/// tapes.
 fn tape_of<'a, T: Float>(op: &str, inputs: &[&'a Var<T>]) -> Option<&'a Tape<T>> {
-    if !is_recording() {
-        return None;
-    }
     let mut found: Option<&Tape<T>> = None;
     for v in inputs {
         if let Some(t) = v.tape() {
             match found {
-                None => found = Some(t),
                 Some(f) if f.same(t) => {}
+                _ if !t.is_recording() => {}
+                None => found = Some(t),
                 Some(_) => panic!("{op}: operands are recorded on different tapes"),
             }
         }

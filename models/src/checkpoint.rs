@@ -17,6 +17,19 @@
 //! the vocabulary ([`Checkpoint::set_vocab`]) go in the string metadata; optimizer moments are
 //! ordinary tensors with a prefix chosen by the caller (e.g. `adam.m.<name>`).
 //!
+//! # Checksums
+//!
+//! Every file written here carries the metadata key [`CHECKSUM_KEY`] (`"deq.crc32"`), whose
+//! string value is a JSON object: for each tensor, the CRC-32 (IEEE, the one of Python's
+//! `zlib.crc32`) of its little-endian data bytes, as 8 lower-case hex digits; and under
+//! `"__header__"`, the CRC-32 of the header's canonical JSON without this key (keys sorted,
+//! no whitespace, `__metadata__` dropped when nothing else is in it). In Python:
+//! `zlib.crc32(f.get_tensor(name).tobytes())`. So a flipped bit anywhere in the file is
+//! detected: in the data by the tensor's checksum, in the header by the header's (or by the
+//! JSON parser, or by the layout checks). The key is the loader's, not the caller's: it is
+//! removed from [`Checkpoint::metadata`] on load, added on save, and a caller's metadata may
+//! not use it.
+//!
 //! # Safety of writes
 //!
 //! [`save_checkpoint`] writes a temporary file `.<name>.tmp-<pid>-<n>` next to the target,
@@ -28,9 +41,13 @@
 //!
 //! [`load_checkpoint`] checks the file size, the header length (at most [`MAX_HEADER_BYTES`]
 //! and within the file), the JSON, each entry's keys, dtype, shape and offsets (inside the data
-//! section, contiguous, non-overlapping, covering it exactly) and that metadata values are
-//! strings. Every failure is a [`DeqError::Checkpoint`] naming the file and, where it applies,
-//! the tensor or key. Values are not checked for NaN; the caller decides.
+//! section, contiguous, non-overlapping, covering it exactly), that metadata values are
+//! strings, that the header is padded with spaces only (as the safetensors format says), and
+//! the checksums: a file with a `__metadata__` section must carry [`CHECKSUM_KEY`] with one
+//! checksum per tensor, and every checksum must match. (A file without any metadata, as
+//! another writer may produce, has no checksums to check and is read as it is.) Every failure
+//! is a [`DeqError::Checkpoint`] naming the file and, where it applies, the tensor or key.
+//! Values are not checked for NaN; the caller decides.
 
 use crate::data::Vocab;
 use crate::error::{DeqError, Result};
@@ -51,8 +68,31 @@ pub const VOCAB_KEY: &str = "deq.vocab";
 /// Metadata key of the vocabulary hash ([`Vocab::hash`] as 16 lower-case hex digits).
 pub const VOCAB_HASH_KEY: &str = "deq.vocab_hash";
 
+/// Metadata key of the checksums (see the module docs); reserved for the loader.
+pub const CHECKSUM_KEY: &str = "deq.crc32";
+
+/// The entry of [`CHECKSUM_KEY`]'s object that holds the header's checksum.
+const HEADER_CHECKSUM: &str = "__header__";
+
 /// The header key reserved for metadata by the safetensors format.
 const METADATA_KEY: &str = "__metadata__";
+
+/// A CRC-32 as stored: 8 lower-case hex digits.
+fn crc_hex(bytes: &[u8]) -> String {
+    format!("{:08x}", crc32fast::hash(bytes))
+}
+
+/// The canonical text of a header whose checksum entry has been removed: serde_json's
+/// compact output with sorted keys, `__metadata__` dropped when empty.
+fn canonical_header(mut header: Map<String, Value>) -> String {
+    if let Some(Value::Object(meta)) = header.get_mut(METADATA_KEY) {
+        meta.remove(CHECKSUM_KEY);
+        if meta.is_empty() {
+            header.remove(METADATA_KEY);
+        }
+    }
+    Value::Object(header).to_string()
+}
 
 /// Named `f32` tensors plus string metadata: everything needed to resume or evaluate a run.
 #[derive(Clone, Debug, Default)]
@@ -162,9 +202,17 @@ impl Checkpoint {
 /// Serialises `ck` to safetensors bytes (what [`save_checkpoint`] writes). Errors name
 /// `path`: duplicate, empty or reserved tensor names.
 fn encode(ck: &Checkpoint, path: &Path) -> Result<Vec<u8>> {
+    if ck.metadata.contains_key(CHECKSUM_KEY) {
+        return Err(DeqError::checkpoint(
+            path,
+            format!("metadata key {CHECKSUM_KEY:?} is reserved for the checksums"),
+        ));
+    }
     let mut header = Map::new();
     let mut seen = HashSet::new();
     let mut offset = 0usize;
+    let mut data = Vec::with_capacity(4 * ck.tensors.iter().map(|(_, t)| t.numel()).sum::<usize>());
+    let mut checksums = Map::new();
     for (name, t) in &ck.tensors {
         if name.is_empty() || name == METADATA_KEY {
             return Err(DeqError::checkpoint(
@@ -184,26 +232,36 @@ fn encode(ck: &Checkpoint, path: &Path) -> Result<Vec<u8>> {
         entry.insert("shape".into(), Value::from(t.shape().to_vec()));
         entry.insert("data_offsets".into(), Value::from(vec![offset, end]));
         header.insert(name.clone(), Value::Object(entry));
+        let begin = data.len();
+        for v in t.host_values().iter() {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        checksums.insert(name.clone(), Value::from(crc_hex(&data[begin..])));
         offset = end;
     }
-    if !ck.metadata.is_empty() {
-        let meta: Map<String, Value> = ck
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
-            .collect();
-        header.insert(METADATA_KEY.into(), Value::Object(meta));
+    let mut meta: Map<String, Value> = ck
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    if !meta.is_empty() {
+        header.insert(METADATA_KEY.into(), Value::Object(meta.clone()));
     }
+    checksums.insert(
+        HEADER_CHECKSUM.into(),
+        Value::from(crc_hex(canonical_header(header.clone()).as_bytes())),
+    );
+    meta.insert(
+        CHECKSUM_KEY.into(),
+        Value::from(Value::Object(checksums).to_string()),
+    );
+    header.insert(METADATA_KEY.into(), Value::Object(meta));
     let mut json = Value::Object(header).to_string().into_bytes();
     json.resize(json.len().div_ceil(8) * 8, b' ');
-    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    let mut out = Vec::with_capacity(8 + json.len() + data.len());
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&json);
-    for (_, t) in &ck.tensors {
-        for v in t.host_values().iter() {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
+    out.extend_from_slice(&data);
     Ok(out)
 }
 
@@ -321,16 +379,24 @@ pub fn checkpoint_from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         )));
     }
     let (header, data) = rest.split_at(n as usize);
-    let header =
+    let text =
         std::str::from_utf8(header).map_err(|e| bad(format!("header is not valid UTF-8: {e}")))?;
     let header: Value =
-        serde_json::from_str(header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
-    let header = header
-        .as_object()
-        .ok_or_else(|| bad("header is not a JSON object".into()))?;
+        serde_json::from_str(text).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    let Value::Object(header) = header else {
+        return Err(bad("header is not a JSON object".into()));
+    };
+    let trimmed = text.trim_end_matches(' ');
+    if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
+        return Err(bad(
+            "header has bytes other than spaces around its JSON object (the format pads with \
+             spaces only)"
+                .into(),
+        ));
+    }
     let mut metadata = BTreeMap::new();
     let mut entries = Vec::with_capacity(header.len());
-    for (name, v) in header {
+    for (name, v) in &header {
         if name == METADATA_KEY {
             metadata = parse_metadata(v, path)?;
         } else {
@@ -362,6 +428,9 @@ pub fn checkpoint_from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             data.len() - expected
         )));
     }
+    if header.contains_key(METADATA_KEY) {
+        verify_checksums(&mut metadata, header, &entries, data, path)?;
+    }
     let tensors = entries
         .into_iter()
         .map(|e| {
@@ -373,6 +442,62 @@ pub fn checkpoint_from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
         })
         .collect();
     Ok(Checkpoint { tensors, metadata })
+}
+
+/// Checks [`CHECKSUM_KEY`] against the header and every tensor's data, and removes it from
+/// `metadata` (see the module docs).
+fn verify_checksums(
+    metadata: &mut BTreeMap<String, String>,
+    header: Map<String, Value>,
+    entries: &[Entry],
+    data: &[u8],
+    path: &Path,
+) -> Result<()> {
+    let bad = |m: String| DeqError::checkpoint(path, m);
+    let raw = metadata.remove(CHECKSUM_KEY).ok_or_else(|| {
+        bad(format!(
+            "has metadata but no checksums (metadata key {CHECKSUM_KEY:?}); not written by \
+             deq, or damaged"
+        ))
+    })?;
+    let sums: Map<String, Value> = serde_json::from_str(&raw).map_err(|e| {
+        bad(format!(
+            "metadata {CHECKSUM_KEY:?} is not a JSON object of checksums: {e}"
+        ))
+    })?;
+    let stored = |name: &str, what: &str| -> Result<&str> {
+        sums.get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("no checksum for {what} in {CHECKSUM_KEY:?}")))
+    };
+    let expected = crc_hex(canonical_header(header).as_bytes());
+    if stored(HEADER_CHECKSUM, "the header")? != expected {
+        return Err(bad(format!(
+            "the header does not match its checksum (stored {}, computed {expected}): the \
+             file is damaged",
+            stored(HEADER_CHECKSUM, "the header")?
+        )));
+    }
+    for e in entries {
+        let sum = stored(&e.name, &format!("tensor {:?}", e.name))?;
+        let actual = crc_hex(&data[e.begin..e.end]);
+        if sum != actual {
+            return Err(bad(format!(
+                "tensor {:?}: data does not match its checksum (stored {sum}, computed \
+                 {actual}): the file is damaged",
+                e.name
+            )));
+        }
+    }
+    if let Some(extra) = sums
+        .keys()
+        .find(|k| *k != HEADER_CHECKSUM && !entries.iter().any(|e| &e.name == *k))
+    {
+        return Err(bad(format!(
+            "{CHECKSUM_KEY:?} has a checksum for {extra:?}, which is not a tensor of the file"
+        )));
+    }
+    Ok(())
 }
 
 /// Reads and validates the checkpoint at `path`. A missing or unreadable file is a

@@ -3,7 +3,7 @@
 use deq_autograd::Tensor;
 use deq_models::checkpoint::{
     checkpoint_from_bytes, checkpoint_to_bytes, load_checkpoint, save_checkpoint,
-    save_checkpoint_with_hook, Checkpoint, MAX_HEADER_BYTES,
+    save_checkpoint_with_hook, Checkpoint, CHECKSUM_KEY, MAX_HEADER_BYTES,
 };
 use deq_models::data::{Level, Vocab};
 use deq_models::error::DeqError;
@@ -108,7 +108,22 @@ fn layout_follows_safetensors() {
     let bytes = checkpoint_to_bytes(&ck).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     assert_eq!(n % 8, 0, "header padded to a multiple of 8");
-    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    // The checksums: CRC-32 of each tensor's bytes (zlib.crc32 in Python) and of the header.
+    let sums = header["__metadata__"]
+        .as_object_mut()
+        .unwrap()
+        .remove(CHECKSUM_KEY)
+        .expect("a checksum entry");
+    let sums: serde_json::Value = serde_json::from_str(sums.as_str().unwrap()).unwrap();
+    assert_eq!(sums["b"], "2e3fa576", "CRC-32 of the bytes of [1.0, 2.0]");
+    assert_eq!(sums["a"], "4119e94a", "CRC-32 of the bytes of [-1.0]");
+    assert_eq!(sums.as_object().unwrap().len(), 3, "{sums}");
+    let canonical = r#"{"__metadata__":{"k":"v"},"a":{"data_offsets":[8,12],"dtype":"F32","shape":[1]},"b":{"data_offsets":[0,8],"dtype":"F32","shape":[2,1]}}"#;
+    assert_eq!(
+        sums["__header__"],
+        format!("{:08x}", crc32fast::hash(canonical.as_bytes()))
+    );
     let expected = serde_json::json!({
         "b": {"dtype": "F32", "shape": [2, 1], "data_offsets": [0, 8]},
         "a": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]},
@@ -134,6 +149,65 @@ fn layout_follows_safetensors() {
     assert_eq!(back.get("s").unwrap().data(), &[1.0]);
     assert_eq!(back.get("w").unwrap().data(), &[2.0, 3.0]);
     assert!(back.metadata.is_empty());
+}
+
+/// Flips `mask` into byte `at` of `bytes`.
+fn flipped(bytes: &[u8], at: usize, mask: u8) -> Vec<u8> {
+    let mut b = bytes.to_vec();
+    b[at] ^= mask;
+    b
+}
+
+#[test]
+fn checksums_catch_every_flipped_byte() {
+    let bytes = checkpoint_to_bytes(&sample(0.75)).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    // Every bit of the data section and of the header, one at a time.
+    for at in 0..bytes.len() {
+        for bit in 0..8 {
+            let bad = flipped(&bytes, at, 1 << bit);
+            match checkpoint_from_bytes(&bad, Path::new("model.safetensors")) {
+                Err(DeqError::Checkpoint { .. }) => {}
+                other => panic!("byte {at} bit {bit} (header ends at {}): {other:?}", 8 + n),
+            }
+        }
+    }
+    // The messages name the damage.
+    let msg = ck_err(&flipped(&bytes, 8 + n + 5, 0x10));
+    assert!(
+        msg.contains("tensor \"emb.weight\": data does not match its checksum"),
+        "{msg}"
+    );
+    let step = bytes
+        .windows(4)
+        .position(|w| w == b"\"42\"")
+        .expect("the step in the header");
+    let msg = ck_err(&flipped(&bytes, step + 2, 0x01)); // "42" -> "43"
+    assert!(msg.contains("header does not match its checksum"), "{msg}");
+    // Padding other than spaces.
+    let mut tab = bytes.clone();
+    tab[8 + n - 1] = b'\t';
+    if bytes[8 + n - 1] == b' ' {
+        assert!(ck_err(&tab).contains("spaces"));
+    }
+}
+
+#[test]
+fn metadata_without_checksums_is_refused_and_the_key_is_reserved() {
+    // What another writer (or an older deq) makes: metadata but no checksum entry.
+    let msg = ck_err(&raw_file(
+        r#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"__metadata__":{"deq.step":"3"}}"#,
+        &[0, 0, 128, 63],
+    ));
+    assert!(msg.contains("no checksums"), "{msg}");
+    let mut ck = sample(1.0);
+    ck.metadata.insert(CHECKSUM_KEY.into(), "{}".into());
+    let err = checkpoint_to_bytes(&ck).unwrap_err().to_string();
+    assert!(err.contains("reserved"), "{err}");
+    // The loader removes the key: what comes back is what was saved.
+    let back =
+        checkpoint_from_bytes(&checkpoint_to_bytes(&sample(1.0)).unwrap(), Path::new("x")).unwrap();
+    assert!(!back.metadata.contains_key(CHECKSUM_KEY));
 }
 
 #[test]
@@ -418,26 +492,55 @@ proptest! {
         assert_identical(&ck, &back);
     }
 
-    /// Random byte corruption and truncation give an error or a checkpoint, never a panic.
+    /// Flipped bits in the tensor data alone (which no layout check can see) are named
+    /// errors: the checksums catch every one.
+    #[test]
+    fn prop_flipped_data_bytes_are_named_errors(
+        ck in arb_checkpoint(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..4),
+    ) {
+        let original = checkpoint_to_bytes(&ck).unwrap();
+        let n = u64::from_le_bytes(original[..8].try_into().unwrap()) as usize;
+        let data = 8 + n..original.len();
+        prop_assume!(!data.is_empty());
+        let mut bytes = original.clone();
+        for (at, mask) in flips {
+            bytes[data.start + at.index(data.len())] ^= mask;
+        }
+        prop_assume!(bytes != original);
+        match checkpoint_from_bytes(&bytes, Path::new("p")) {
+            Err(e @ DeqError::Checkpoint { .. }) => {
+                prop_assert!(e.to_string().contains("does not match its checksum"), "{}", e);
+            }
+            other => prop_assert!(false, "undetected corruption: {:?}", other.map(|c| c.metadata)),
+        }
+    }
+
+    /// Random byte corruption and truncation never panic, and every one of them (a flipped
+    /// data byte included) is a checkpoint error naming the file.
     #[test]
     fn prop_corruption_never_panics(
         ck in arb_checkpoint(),
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 1..8),
         cut in any::<prop::sample::Index>(),
         truncate in any::<bool>(),
     ) {
-        let mut bytes = checkpoint_to_bytes(&ck).unwrap();
-        for (at, value) in edits {
+        let original = checkpoint_to_bytes(&ck).unwrap();
+        let mut bytes = original.clone();
+        for (at, mask) in edits {
             let i = at.index(bytes.len());
-            bytes[i] = value;
+            bytes[i] ^= mask;
         }
         if truncate {
             bytes.truncate(cut.index(bytes.len() + 1));
         }
-        if let Ok(back) = checkpoint_from_bytes(&bytes, Path::new("p")) {
-            for (_, t) in &back.tensors {
-                prop_assert_eq!(t.numel(), t.shape().iter().product::<usize>());
+        // Edits of one byte can cancel, and a cut can keep everything.
+        prop_assume!(bytes != original);
+        match checkpoint_from_bytes(&bytes, Path::new("p")) {
+            Err(e @ DeqError::Checkpoint { .. }) => {
+                prop_assert!(e.to_string().starts_with("checkpoint p: "), "{}", e);
             }
+            other => prop_assert!(false, "undetected corruption: {:?}", other.map(|c| c.metadata)),
         }
     }
 }

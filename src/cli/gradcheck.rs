@@ -1,8 +1,9 @@
-//! `deq gradcheck`: the engine's ops, the implicit layer and both language models against
-//! central finite differences in f64, as a table.
+//! `deq gradcheck`: the engine's ops, the implicit layer and both language models (with an
+//! empty memory and with a previous segment's memory, implicit and unrolled) against central
+//! finite differences in f64, as a table.
 
 use clap::Args;
-use deq_autograd::{gradcheck, GradcheckOptions, GradcheckReport, Mask, Rng, Tensor, Var};
+use deq_autograd::{gradcheck, no_grad, GradcheckOptions, GradcheckReport, Mask, Rng, Tensor, Var};
 use deq_models::cells::{TransformerConfig, TrellisConfig};
 use deq_models::error::Result;
 use deq_models::{CellConfig, LanguageModel, Memory, ModelConfig};
@@ -159,7 +160,7 @@ fn op_cases(rng: &mut Rng, tol: f64) -> Vec<Case> {
     ]
 }
 
-fn tight() -> DeqConfig {
+fn tight(mode: BackwardMode) -> DeqConfig {
     let s = SolverConfig::new(
         SolverKind::Broyden { memory: 60 },
         200,
@@ -167,7 +168,53 @@ fn tight() -> DeqConfig {
         StopMode::Abs,
     )
     .expect("valid solver");
-    DeqConfig::new(s.clone(), s, BackwardMode::Implicit).expect("valid config")
+    DeqConfig::new(s.clone(), s, mode).expect("valid config")
+}
+
+/// The gradient of one LM's loss with respect to every parameter, on a segment that follows
+/// `previous` tokens (none: an empty memory; else the memory that segment leaves, so that
+/// attention runs over `M > 0` memory positions and the relative shift with it).
+fn lm_case(
+    cell: CellConfig,
+    mode: BackwardMode,
+    previous: &[usize],
+    opts: &GradcheckOptions,
+) -> GradcheckReport {
+    let mc = ModelConfig {
+        vocab: 7,
+        d_embed: 4,
+        emb_dropout: 0.0,
+        cell,
+    };
+    let model = LanguageModel::<f64>::new(&mc, &mut Rng::new(3));
+    let cfg = tight(mode);
+    let memory = if previous.is_empty() {
+        Memory::default()
+    } else {
+        no_grad(|| {
+            model
+                .logits(
+                    &model.store.constants(),
+                    previous,
+                    2,
+                    &Memory::default(),
+                    &cfg,
+                    None,
+                )
+                .2
+        })
+    };
+    let (tokens, targets) = ([1usize, 4, 2, 6, 0, 3], [4usize, 2, 6, 0, 3, 5]);
+    let values = model.store.values().to_vec();
+    gradcheck(
+        |p: &[Var<f64>]| {
+            model
+                .forward(p, &tokens, &targets, 2, &memory, &cfg, None)
+                .loss
+        },
+        &values,
+        opts,
+    )
 }
 
 fn implicit_cases(rng: &mut Rng, tol: f64) -> Vec<Case> {
@@ -177,7 +224,7 @@ fn implicit_cases(rng: &mut Rng, tol: f64) -> Vec<Case> {
         abs_tolerance: ABS_FLOOR,
         seed: 1,
     };
-    let cfg = tight();
+    let cfg = tight(BackwardMode::Implicit);
     let tanh_cell = |z: &Var<f64>, x: &Var<f64>, p: &[Var<f64>]| {
         z.linear(&p[0], None)
             .add(&x.linear(&p[1], Some(&p[2])))
@@ -196,44 +243,61 @@ fn implicit_cases(rng: &mut Rng, tol: f64) -> Vec<Case> {
             &opts,
         ),
     )];
-    let lm = |cell: CellConfig| {
-        let mc = ModelConfig {
-            vocab: 7,
-            d_embed: 4,
-            emb_dropout: 0.0,
-            cell,
-        };
-        let model = LanguageModel::<f64>::new(&mc, &mut Rng::new(3));
-        let (tokens, targets) = ([1usize, 4, 2, 6, 0, 3], [4usize, 2, 6, 0, 3, 5]);
-        let values = model.store.values().to_vec();
-        gradcheck(
-            |p: &[Var<f64>]| {
-                model
-                    .forward(p, &tokens, &targets, 2, &Memory::default(), &cfg, None)
-                    .loss
-            },
-            &values,
-            &opts,
-        )
-    };
-    cases.push((
-        "implicit: DEQ-Transformer LM",
-        lm(CellConfig::Transformer(TransformerConfig {
+    let transformer = || {
+        CellConfig::Transformer(TransformerConfig {
             d_model: 4,
             n_head: 2,
             d_inner: 8,
             mem_len: 2,
             dropout: 0.0,
             weight_norm: true,
-        })),
-    ));
-    cases.push((
-        "implicit: DEQ-TrellisNet LM",
-        lm(CellConfig::Trellisnet(TrellisConfig {
+        })
+    };
+    let trellis = || {
+        CellConfig::Trellisnet(TrellisConfig {
             hidden: 5,
             dropout: 0.0,
-        })),
-    ));
+        })
+    };
+    // Three tokens per stream before the checked segment: memories of 2 (Transformer,
+    // mem_len 2) and 1 (TrellisNet: the last state) positions.
+    let previous = [5usize, 1, 0, 2, 6, 4];
+    let (implicit, unrolled) = (BackwardMode::Implicit, BackwardMode::Unrolled { k: 2 });
+    for (name, cell, mode, prev) in [
+        (
+            "implicit: DEQ-Transformer LM",
+            transformer(),
+            implicit,
+            &[][..],
+        ),
+        ("implicit: DEQ-TrellisNet LM", trellis(), implicit, &[][..]),
+        (
+            "implicit: DEQ-Transformer LM, memory 2",
+            transformer(),
+            implicit,
+            &previous[..],
+        ),
+        (
+            "unrolled: DEQ-Transformer LM, memory 2",
+            transformer(),
+            unrolled,
+            &previous[..],
+        ),
+        (
+            "implicit: DEQ-TrellisNet LM, memory 1",
+            trellis(),
+            implicit,
+            &previous[..],
+        ),
+        (
+            "unrolled: DEQ-TrellisNet LM, memory 1",
+            trellis(),
+            unrolled,
+            &previous[..],
+        ),
+    ] {
+        cases.push((name, lm_case(cell, mode, prev, &opts)));
+    }
     cases
 }
 
@@ -243,7 +307,7 @@ pub fn run(a: GradcheckArgs) -> Result<ExitCode> {
     let mut cases = op_cases(&mut rng, a.op_tolerance);
     cases.extend(implicit_cases(&mut rng, a.implicit_tolerance));
     println!(
-        "{:<34} {:>7} {:>12} {:>12}  result",
+        "{:<40} {:>7} {:>12} {:>12}  result",
         "check", "inputs", "max abs err", "max rel err"
     );
     let mut failed = 0;
@@ -259,7 +323,7 @@ pub fn run(a: GradcheckArgs) -> Result<ExitCode> {
             .all(|r| r.max_abs_error.is_finite() && (r.passed || r.max_abs_error <= ABS_FLOOR));
         failed += !ok as usize;
         println!(
-            "{name:<34} {:>7} {abs:>12.2e} {:>12.2e}  {}",
+            "{name:<40} {:>7} {abs:>12.2e} {:>12.2e}  {}",
             report.inputs.len(),
             report.max_rel_error(),
             if ok { "pass" } else { "FAIL" }

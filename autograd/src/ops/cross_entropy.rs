@@ -9,7 +9,7 @@ use crate::cpu::cross_entropy as kernel;
 use crate::float::Float;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
-use crate::var::{is_recording, record, Var};
+use crate::var::{record, Var};
 
 struct CrossEntropyBackward<T: Float> {
     logits: Tensor<T>,
@@ -77,7 +77,7 @@ fn cross_entropy_gpu<T: Float>(
     targets: &[usize],
     c: usize,
 ) -> Var<T> {
-    let want_grad = is_recording() && logits.is_recorded();
+    let want_grad = logits.requires_grad();
     let t = deq_cuda::ops::embedding::upload_indices(x.gpu(), targets, "cross_entropy");
     let (loss, unit_grad) = deq_cuda::ops::cross_entropy::cross_entropy(x, &t, c, want_grad);
     let value = Tensor::from_gpu(loss, &[]);
@@ -115,7 +115,7 @@ impl<T: Float> Var<T> {
             .map(|(r, &t)| (lse[r] - x[r * c + t]).to_f64())
             .sum();
         let value = Tensor::scalar(T::from_f64(total / rows.max(1) as f64));
-        if !(is_recording() && self.is_recorded()) {
+        if !self.requires_grad() {
             return Var::constant(value);
         }
         record(value, &[self], || CrossEntropyBackward {

@@ -2,15 +2,11 @@
 
 #[cfg(feature = "cuda")]
 use crate::device::buf;
-use crate::float::Float;
+use crate::float::{self, Float};
 use crate::kernels;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
 use crate::var::{record, Var};
-
-/// √(2/π), the GELU tanh-approximation constant.
-const GELU_C: f64 = 0.797_884_560_802_865_4;
-const GELU_A: f64 = 0.044_715;
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -47,12 +43,9 @@ impl Kind {
             Kind::Exp => x.exp_fast(),
             Kind::Log => x.ln(),
             Kind::Tanh => x.tanh_fast(),
-            Kind::Sigmoid => sigmoid(x),
+            Kind::Sigmoid => float::sigmoid(x),
             Kind::Relu => x.max(T::ZERO),
-            Kind::Gelu => {
-                let (c, a, half) = (T::from_f64(GELU_C), T::from_f64(GELU_A), T::from_f64(0.5));
-                half * x * (T::ONE + (c * (x + a * x * x * x)).tanh_fast())
-            }
+            Kind::Gelu => float::gelu(x),
             Kind::Sqrt => x.sqrt(),
             Kind::Powi(n) => x.powi(n),
         }
@@ -102,27 +95,10 @@ impl Kind {
                     T::ZERO
                 }
             }
-            Kind::Gelu => {
-                let (c, a, half) = (T::from_f64(GELU_C), T::from_f64(GELU_A), T::from_f64(0.5));
-                let t = (c * (x + a * x * x * x)).tanh_fast();
-                let dt = (T::ONE - t * t) * c * (T::ONE + T::from_f64(3.0) * a * x * x);
-                g * half * (T::ONE + t + x * dt)
-            }
+            Kind::Gelu => g * float::gelu_derivative(x),
             Kind::Sqrt => g * T::from_f64(0.5) / y,
             Kind::Powi(n) => g * T::from_f64(n as f64) * x.powi(n - 1),
         }
-    }
-}
-
-#[inline(always)]
-fn sigmoid<T: Float>(x: T) -> T {
-    // e^{-|x|} never overflows; pick the matching form without a branch on the hot path.
-    let e = (-x.abs()).exp_fast();
-    let pos = T::ONE / (T::ONE + e);
-    if x >= T::ZERO {
-        pos
-    } else {
-        T::ONE - pos
     }
 }
 
@@ -250,7 +226,8 @@ impl<T: Float> Var<T> {
         unary(Kind::Tanh, self)
     }
 
-    /// Logistic sigmoid `1 / (1 + e^-x)`, computed without overflow.
+    /// Logistic sigmoid `1 / (1 + e^-x)`, computed without overflow and with the relative
+    /// accuracy of small results kept ([`float::sigmoid`]).
     pub fn sigmoid(&self) -> Var<T> {
         unary(Kind::Sigmoid, self)
     }
@@ -261,7 +238,9 @@ impl<T: Float> Var<T> {
     }
 
     /// GELU in its tanh form, `x/2 · (1 + tanh(√(2/π)(x + 0.044715 x³)))` (as in GPT-2 and the
-    /// `approximate="tanh"` option of PyTorch); the derivative is exact for this form.
+    /// `approximate="tanh"` option of PyTorch), evaluated as `x·σ(2√(2/π)(x + 0.044715 x³))`
+    /// so that negative inputs keep their relative accuracy ([`float::gelu`]); the derivative
+    /// is exact for this form.
     pub fn gelu(&self) -> Var<T> {
         unary(Kind::Gelu, self)
     }

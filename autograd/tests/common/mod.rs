@@ -18,6 +18,13 @@
 //! is within [`TOLERANCE`] of the input's gradient scale under the two cotangents. A wrong VJP
 //! has errors of the order of the gradient under any cotangent and still fails; a cancellation
 //! under both cotangents at once is as likely as the square of a single one.
+//!
+//! Every retry is reported: a `gradcheck retry:` line on stderr names the op, the case's seed,
+//! the input and its errors under the first cotangent (shown with `--nocapture`, and with the
+//! output of a failing test). `grad_controls.rs` holds the negative controls: wrong VJPs (a
+//! scaled gradient, one wrong element, a VJP that overwrites instead of accumulating) fail,
+//! and so does a wrong VJP on a case that needs the retry, where the right one passes with a
+//! reported retry.
 
 #![allow(dead_code)]
 
@@ -47,9 +54,20 @@ pub fn config() -> ProptestConfig {
     }
 }
 
+/// How a [`check_grad_outcome`] case passed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Both checks passed with the case's cotangent.
+    Passed,
+    /// A check failed with the case's cotangent through cancellation and passed with the
+    /// second one (module docs); the message says which check and input, and by how much.
+    PassedOnRetry(String),
+}
+
 /// Runs [`gradcheck`] of `f` at `inputs` (cotangent drawn from `seed`) and fails the case,
 /// printing the report, unless every input's relative error is within [`TOLERANCE`] (with
-/// the second-cotangent rule of the module docs for inputs whose gradient cancels).
+/// the second-cotangent rule of the module docs for inputs whose gradient cancels). A retry
+/// is reported on stderr.
 ///
 /// Two checks run: `f` alone, where the op's VJP writes each input's gradient buffer first
 /// (the replace path), and `f` with every input also used by a later op, so that the reverse
@@ -60,14 +78,36 @@ pub fn check_grad(
     inputs: &[Tensor<f64>],
     seed: u64,
 ) -> Result<(), TestCaseError> {
-    check_once(op, "", &f, inputs, seed)?;
-    check_once(
+    if let Outcome::PassedOnRetry(why) = check_grad_outcome(op, f, inputs, seed)? {
+        eprintln!("gradcheck retry: {why}");
+    }
+    Ok(())
+}
+
+/// [`check_grad`], saying whether the second cotangent was needed (and not printing it).
+pub fn check_grad_outcome(
+    op: &str,
+    f: impl Fn(&[Var<f64>]) -> Var<f64>,
+    inputs: &[Tensor<f64>],
+    seed: u64,
+) -> Result<Outcome, TestCaseError> {
+    let first = check_once(op, "", &f, inputs, seed)?;
+    let second = check_once(
         op,
         " (inputs also used by a later op: accumulating VJP)",
         |v| also_used_later(&f, v),
         inputs,
         seed,
-    )
+    )?;
+    Ok(match (first, second) {
+        (Outcome::Passed, Outcome::Passed) => Outcome::Passed,
+        (Outcome::PassedOnRetry(a), Outcome::PassedOnRetry(b)) => {
+            Outcome::PassedOnRetry(format!("{a}; {b}"))
+        }
+        (Outcome::PassedOnRetry(a), _) | (_, Outcome::PassedOnRetry(a)) => {
+            Outcome::PassedOnRetry(a)
+        }
+    })
 }
 
 /// Checks the output shape of `f` on constant inputs, then [`check_grad`].
@@ -90,10 +130,10 @@ fn check_once(
     f: impl Fn(&[Var<f64>]) -> Var<f64>,
     inputs: &[Tensor<f64>],
     seed: u64,
-) -> Result<(), TestCaseError> {
+) -> Result<Outcome, TestCaseError> {
     let report = gradcheck(&f, inputs, &options(seed));
     if report.passed() {
-        return Ok(());
+        return Ok(Outcome::Passed);
     }
     // A failure through cancellation under this cotangent: see the module docs.
     let second = gradcheck(&f, inputs, &options(Rng::new(seed).next_u64()));
@@ -108,7 +148,23 @@ fn check_once(
         "{op}{variant}: VJP disagrees with central differences for inputs of shapes \
          {shapes:?}\n{report}second cotangent:\n{second}"
     );
-    Ok(())
+    let failed: Vec<String> = report
+        .inputs
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| {
+            format!(
+                "input {} {:?}: relative error {:.1e} (absolute {:.1e} on a gradient of scale \
+                 {:.1e})",
+                r.index, r.shape, r.max_rel_error, r.max_abs_error, r.scale
+            )
+        })
+        .collect();
+    Ok(Outcome::PassedOnRetry(format!(
+        "{op}{variant}, seed {seed}, shapes {shapes:?}: {} with the first cotangent; the \
+         second passed",
+        failed.join(", ")
+    )))
 }
 
 fn options(seed: u64) -> GradcheckOptions {

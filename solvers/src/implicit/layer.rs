@@ -15,7 +15,7 @@
 use super::config::{BackwardMode, DeqConfig};
 use crate::solve::solve;
 use crate::stats::SolveStats;
-use deq_autograd::{custom_op, is_recording, kernels, no_grad, Device, Float, Tape, Tensor, Var};
+use deq_autograd::{custom_op, kernels, no_grad, Device, Float, Tape, Tensor, Var};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -77,7 +77,7 @@ pub fn deq<T: Float>(
     cfg: &DeqConfig,
 ) -> DeqOutput<T> {
     let backward = Rc::new(RefCell::new(None));
-    let recorded = is_recording() && (x.is_recorded() || params.iter().any(Var::is_recorded));
+    let recorded = x.requires_grad() || params.iter().any(Var::requires_grad);
     match cfg.mode {
         BackwardMode::Unrolled { k } => {
             let mut z = Var::constant(z0.clone());
