@@ -45,7 +45,7 @@ pub enum ModelArg {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a DEQ language model (default: a small DEQ-Transformer on the bundled PTB).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Perplexity of a checkpoint on the validation and test splits.
     Eval(eval::EvalArgs),
     /// Sample text from a checkpoint.
@@ -80,7 +80,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),

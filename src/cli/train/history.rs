@@ -55,7 +55,7 @@ impl History {
 
     fn push_train(&mut self, step: usize, loss: f64, trace: &[f64], trace_every: usize) {
         self.train.push((step as f64, loss));
-        if step % trace_every.max(1) == 0 && !trace.is_empty() {
+        if step.is_multiple_of(trace_every.max(1)) && !trace.is_empty() {
             self.traces.push((step, trace.to_vec()));
         }
     }
