@@ -207,6 +207,72 @@ fn bad_inputs_exit_2_with_a_clear_message_and_no_new_files() {
             ],
             "truncated",
         ),
+        // Sizes are checked against the data and the machine before anything is allocated.
+        (
+            vec!["train".into(), "--seq-len".into(), "100000000".into()],
+            "--seq-len",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--batch".into(),
+                "1".into(),
+                "--seq-len".into(),
+                "900000".into(),
+            ],
+            "available",
+        ),
+        (
+            vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                ck_s.clone(),
+                "--data".into(),
+                good_s.clone(),
+                "--seq-len".into(),
+                "100000".into(),
+            ],
+            "eval.seq_len",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                good_s.clone(),
+                "--save-every=-1".into(),
+            ],
+            "--save-every",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                good_s.clone(),
+                "--stop-after".into(),
+                "0".into(),
+            ],
+            "--stop-after",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--data".into(),
+                good_s.clone(),
+                "--name".into(),
+                "a/b".into(),
+            ],
+            "--name",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--preset".into(),
+                "tiny".into(),
+                "--config".into(),
+                d(&cfg_unknown),
+            ],
+            "--config",
+        ),
         (
             vec![
                 "eval".into(),

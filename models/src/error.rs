@@ -42,6 +42,12 @@ pub enum DeqError {
         /// What is wrong.
         message: String,
     },
+    /// Training cannot go on (e.g. a non-finite streak with no checkpoint of the run's own to
+    /// reload).
+    Training {
+        /// Why, and what to change.
+        message: String,
+    },
     /// The requested compute device cannot be used (no CUDA driver, no such device, a build
     /// without CUDA).
     Device {
@@ -85,6 +91,13 @@ impl DeqError {
         }
     }
 
+    /// A [`DeqError::Training`].
+    pub fn training(message: impl Into<String>) -> Self {
+        DeqError::Training {
+            message: message.into(),
+        }
+    }
+
     /// A [`DeqError::Vocab`].
     pub fn vocab(message: impl Into<String>) -> Self {
         DeqError::Vocab {
@@ -109,6 +122,7 @@ impl fmt::Display for DeqError {
             }
             DeqError::Config { message } => write!(f, "invalid configuration: {message}"),
             DeqError::Vocab { message } => write!(f, "invalid vocabulary: {message}"),
+            DeqError::Training { message } => write!(f, "training stopped: {message}"),
             DeqError::Device { message } => f.write_str(message),
         }
     }

@@ -10,8 +10,10 @@
 //! - [`optim`]: Adam/AdamW, gradient clipping, warm-up + cosine schedule.
 //! - [`params::ParamStore`]: named parameters (checkpoint names).
 //! - [`train::Trainer`]: training steps with unrolled pre-training, evaluation and exact resume
-//!   ([`state`], [`checkpoint`]: safetensors files); [`data`]: vocabularies, corpora,
-//!   batching; [`error::DeqError`]: every input failure as a typed error.
+//!   ([`state`], [`checkpoint`]: safetensors files); [`config`]: the run's configuration and
+//!   presets; [`score`]: a split's perplexity under the evaluation protocol; [`sizes`]: sizes
+//!   checked against the data and the machine before allocating; [`data`]: vocabularies,
+//!   corpora, batching; [`error::DeqError`]: every input failure as a typed error.
 //!
 //! # The model
 //!
@@ -68,12 +70,15 @@
 
 pub mod cells;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod layers;
 pub mod lm;
 pub mod optim;
 pub mod params;
+pub mod score;
+pub mod sizes;
 pub mod state;
 pub mod train;
 

@@ -18,6 +18,7 @@ const RNG: &str = "deq.rng";
 const BEST: &str = "deq.best_valid";
 const ADAM_T: &str = "deq.adam_t";
 const SKIPS: &str = "deq.skips";
+const LR_SCALE: &str = "deq.lr_scale";
 
 fn parse<V: std::str::FromStr>(ck: &Checkpoint, key: &str, path: &Path) -> Result<V> {
     let raw = ck.meta(key, path)?;
@@ -62,6 +63,7 @@ impl Trainer {
         meta.insert(BEST.into(), format!("{:e}", self.best_valid));
         meta.insert(ADAM_T.into(), self.adam.t.to_string());
         meta.insert(SKIPS.into(), self.skips.to_string());
+        meta.insert(LR_SCALE.into(), format!("{:e}", self.lr_scale));
         ck.set_vocab(vocab);
         ck
     }
@@ -124,6 +126,11 @@ impl Trainer {
             position: parse(ck, POSITION, path)?,
             best_valid: parse(ck, BEST, path)?,
             skips: parse(ck, SKIPS, path)?,
+            // Checkpoints written before recoveries were recorded ran at the full rate.
+            lr_scale: match ck.metadata.get(LR_SCALE) {
+                Some(_) => parse(ck, LR_SCALE, path)?,
+                None => 1.0,
+            },
             rng,
             memory,
             adam,

@@ -1,190 +1,17 @@
-//! Training and evaluation of a DEQ language model: the configuration (with presets), one
-//! optimisation step, perplexity evaluation, and the state needed to resume exactly.
+//! Training and evaluation of a DEQ language model: one optimisation step, perplexity
+//! evaluation, and the state needed to resume exactly. The configuration lives in
+//! [`crate::config`] (re-exported here).
 
-use crate::cells::{TransformerConfig, TrellisConfig};
 use crate::data::Batched;
-use crate::lm::{CellConfig, LanguageModel, Memory, ModelConfig};
-use crate::optim::{clip_grad_norm, Adam, AdamConfig, LrSchedule};
+use crate::lm::{LanguageModel, Memory};
+use crate::optim::{clip_grad_norm, Adam};
 use deq_autograd::device::DeviceError;
 use deq_autograd::{no_grad, Device, Rng, Tape, Tensor, Var};
 use deq_solvers::implicit::{BackwardMode, DeqConfig};
-use deq_solvers::{SolverConfig, SolverKind, StopMode};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::time::Instant;
 
-/// Everything that defines a training run (stored in checkpoints).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TrainConfig {
-    /// Architecture (its `vocab` is set from the data).
-    pub model: ModelConfig,
-    /// Streams per batch.
-    pub batch: usize,
-    /// Tokens per segment.
-    pub seq_len: usize,
-    /// Optimisation steps.
-    pub steps: usize,
-    /// Learning-rate schedule (its `total` is `steps`).
-    pub schedule: LrSchedule,
-    /// Adam settings.
-    pub adam: AdamConfig,
-    /// Global gradient-norm clip (0: none).
-    pub clip: f64,
-    /// Steps of unrolled pre-training before switching to the DEQ.
-    pub pretrain_steps: usize,
-    /// Weight-tied applications during pre-training.
-    pub pretrain_depth: usize,
-    /// The implicit layer while training.
-    pub train_deq: DeqConfig,
-    /// The implicit layer while evaluating (typically more iterations).
-    pub eval_deq: DeqConfig,
-    /// Evaluate on the validation split every this many steps (0: only at the end).
-    pub eval_every: usize,
-    /// At most this many validation segments per periodic evaluation (0: all).
-    pub eval_segments: usize,
-    /// Seed of initialisation, dropout and data order.
-    pub seed: u64,
-}
-
-fn solver(kind: SolverKind, max_iter: usize, tol: f64) -> SolverConfig {
-    SolverConfig::new(kind, max_iter, tol, StopMode::Rel).expect("valid preset solver")
-}
-
-fn deq_cfg(f_iter: usize, b_iter: usize) -> DeqConfig {
-    DeqConfig::new(
-        solver(
-            SolverKind::Anderson {
-                m: 5,
-                lam: 1e-4,
-                beta: 1.0,
-            },
-            f_iter,
-            1e-3,
-        ),
-        solver(SolverKind::Broyden { memory: b_iter }, b_iter, 1e-3),
-        BackwardMode::Implicit,
-    )
-    .expect("valid preset")
-}
-
-/// The names accepted by [`TrainConfig::preset`].
-pub const PRESETS: [&str; 4] = ["tiny", "ptb-small", "trellis-tiny", "ptb-trellis"];
-
-impl TrainConfig {
-    /// A named preset: `tiny` (the default: a small DEQ-Transformer that trains on PTB in a few
-    /// minutes on 2 cores), `ptb-small` (the real PTB run), `trellis-tiny`, `ptb-trellis`.
-    pub fn preset(name: &str) -> Result<TrainConfig, String> {
-        let transformer =
-            |d: usize, heads: usize, inner: usize, mem: usize, drop: f64| ModelConfig {
-                vocab: 0,
-                d_embed: d,
-                emb_dropout: drop,
-                cell: CellConfig::Transformer(TransformerConfig {
-                    d_model: d,
-                    n_head: heads,
-                    d_inner: inner,
-                    mem_len: mem,
-                    dropout: drop,
-                    weight_norm: true,
-                }),
-            };
-        let trellis = |d: usize, hidden: usize, drop: f64| ModelConfig {
-            vocab: 0,
-            d_embed: d,
-            emb_dropout: drop,
-            cell: CellConfig::Trellisnet(TrellisConfig {
-                hidden,
-                dropout: drop,
-            }),
-        };
-        let base = |model: ModelConfig,
-                    batch,
-                    seq_len,
-                    steps: usize,
-                    lr: f64,
-                    pretrain,
-                    f_iter,
-                    eval_f| {
-            TrainConfig {
-                model,
-                batch,
-                seq_len,
-                steps,
-                schedule: LrSchedule {
-                    lr,
-                    min_lr: lr / 20.0,
-                    warmup: (steps / 20).max(1),
-                    total: steps,
-                },
-                adam: AdamConfig::default(),
-                clip: 0.25,
-                pretrain_steps: pretrain,
-                pretrain_depth: 2,
-                train_deq: deq_cfg(f_iter, f_iter + 2),
-                eval_deq: deq_cfg(eval_f, eval_f + 2),
-                eval_every: steps / 4,
-                eval_segments: 40,
-                seed: 1,
-            }
-        };
-        Ok(match name {
-            "tiny" => base(
-                transformer(64, 2, 128, 16, 0.0),
-                16,
-                32,
-                1500,
-                3e-3,
-                200,
-                8,
-                12,
-            ),
-            "ptb-small" => base(
-                transformer(256, 4, 1024, 64, 0.1),
-                16,
-                64,
-                20000,
-                5e-4,
-                2000,
-                15,
-                20,
-            ),
-            "trellis-tiny" => base(trellis(64, 96, 0.0), 16, 32, 1200, 2e-3, 200, 8, 12),
-            "ptb-trellis" => base(trellis(256, 384, 0.1), 16, 64, 20000, 1e-3, 2000, 15, 20),
-            other => {
-                return Err(format!(
-                    "unknown preset `{other}` (choose one of: {})",
-                    PRESETS.join(", ")
-                ))
-            }
-        })
-    }
-
-    /// Checks every size and setting; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
-        self.model.validate()?;
-        for (name, v) in [
-            ("batch", self.batch),
-            ("seq_len", self.seq_len),
-            ("steps", self.steps),
-        ] {
-            if v == 0 {
-                return Err(format!("`{name}` must be > 0"));
-            }
-        }
-        if !(self.schedule.lr.is_finite() && self.schedule.lr > 0.0) {
-            return Err(format!(
-                "learning rate must be > 0, got {}",
-                self.schedule.lr
-            ));
-        }
-        if self.pretrain_steps > 0 && self.pretrain_depth == 0 {
-            return Err("`pretrain_depth` must be > 0 when pre-training".into());
-        }
-        self.train_deq.validate().map_err(|e| e.to_string())?;
-        self.eval_deq.validate().map_err(|e| e.to_string())?;
-        Ok(())
-    }
-}
+pub use crate::config::{EvalConfig, TrainConfig, PRESETS};
 
 /// What one training step measured.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -236,6 +63,9 @@ pub struct Trainer {
     pub best_valid: f64,
     /// Consecutive skipped steps.
     pub skips: usize,
+    /// Factor on the schedule's learning rate (halved by each recovery from a non-finite
+    /// streak; 1 otherwise).
+    pub lr_scale: f64,
 }
 
 impl Trainer {
@@ -254,6 +84,7 @@ impl Trainer {
             memory: Memory::default(),
             best_valid: f64::INFINITY,
             skips: 0,
+            lr_scale: 1.0,
         }
     }
 
@@ -327,7 +158,7 @@ impl Trainer {
         let mut grads = tape.vjp(&[&out.loss], &[&one], &wrt);
         drop(tape);
         let grad_norm = clip_grad_norm(&mut grads, self.cfg.clip);
-        let lr = self.cfg.schedule.at(self.step);
+        let lr = self.cfg.schedule.at(self.step) * self.lr_scale;
         let diverged = out.stats.forward.as_ref().is_some_and(|s| s.any_diverged());
         let skipped = !loss.is_finite() || !grad_norm.is_finite() || diverged;
         if skipped {

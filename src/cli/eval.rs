@@ -1,12 +1,13 @@
 //! `deq eval`.
 
-use super::{data_source, existing_file, LevelArg};
+use super::args::{DataArgs, MachineArgs};
+use super::{data_source, existing_file, machine};
 use clap::Args;
-use deq_autograd::Device;
 use deq_models::checkpoint::load_checkpoint;
-use deq_models::data::batchify;
-use deq_models::error::Result;
-use deq_models::train::{evaluate, Trainer};
+use deq_models::error::{DeqError, Result};
+use deq_models::score::EvalSplit;
+use deq_models::sizes;
+use deq_models::train::Trainer;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -16,33 +17,54 @@ pub struct EvalArgs {
     /// The checkpoint to evaluate.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Directory with train/valid/test text files (default: the bundled PTB).
+    #[command(flatten)]
+    data: DataArgs,
+    /// Evaluation streams [default: the run's `eval.batch`].
     #[arg(long)]
-    data: Option<PathBuf>,
-    /// Tokenisation level.
-    #[arg(long, value_enum, default_value = "word")]
-    level: LevelArg,
-    /// Worker threads.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
-    /// Compute device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: Device,
+    batch: Option<usize>,
+    /// Tokens per evaluation segment [default: the run's `eval.seq_len`].
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// DEQ-Transformer: positions of attention memory [default: the run's `eval.mem_len`].
+    #[arg(long)]
+    mem_len: Option<usize>,
+    #[command(flatten)]
+    pub machine: MachineArgs,
 }
 
-/// Runs `deq eval`.
+/// Runs `deq eval`: the loss and perplexity of the validation and test splits under the run's
+/// evaluation protocol (or the one given by `--batch`, `--seq-len`, `--mem-len`), with what
+/// was scored.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
-    a.device.open()?;
+    let device = a.machine.device;
+    device.open()?;
     existing_file(&a.checkpoint, "checkpoint")?;
     let ck = load_checkpoint(&a.checkpoint)?;
-    let (corpus, _) = data_source::load(a.data.as_ref(), data_source::level(a.level))?;
+    let (corpus, _) = data_source::load(&a.data)?;
     let mut trainer = Trainer::from_checkpoint(&ck, &a.checkpoint, &corpus.vocab)?;
-    trainer.to_device(a.device)?;
-    let cfg = &trainer.cfg;
+    let cfg = &mut trainer.cfg;
+    if let Some(b) = a.batch {
+        cfg.eval.batch = b;
+    }
+    if let Some(t) = a.seq_len {
+        cfg.eval.seq_len = t;
+    }
+    if a.mem_len.is_some() {
+        cfg.eval.mem_len = a.mem_len;
+    }
+    cfg.eval.validate(&cfg.model).map_err(DeqError::config)?;
+    sizes::check_eval_data(&cfg.eval, corpus.valid.len(), corpus.test.len())
+        .map_err(DeqError::config)?;
+    machine::check_fits(&sizes::eval_bound(cfg), "the evaluation", device)?;
+    trainer.to_device(device)?;
     for (name, split) in [("valid", &corpus.valid), ("test", &corpus.test)] {
-        let data = batchify(split, cfg.batch)?;
-        let loss = evaluate(&trainer.model, cfg, &data, 0);
-        println!("{name}: loss {loss:.4}, perplexity {:.2}", loss.exp());
+        let score = EvalSplit::new(split, &trainer.cfg.eval)?.score(&trainer.model, &trainer.cfg);
+        println!(
+            "{name}: loss {:.4}, perplexity {:.2}; {}",
+            score.loss,
+            score.perplexity(),
+            score.describe()
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

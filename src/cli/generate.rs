@@ -1,6 +1,7 @@
 //! `deq generate`: sample a continuation of a prompt from a checkpoint.
 
-use super::{data_source, existing_file, LevelArg};
+use super::args::{DataArgs, MachineArgs};
+use super::{data_source, existing_file};
 use clap::Args;
 use deq_autograd::{no_grad, Rng};
 use deq_models::checkpoint::load_checkpoint;
@@ -26,18 +27,13 @@ pub struct GenerateArgs {
     /// Softmax temperature (> 0).
     #[arg(long, default_value_t = 0.8)]
     temperature: f64,
-    /// Directory with train/valid/test text files (default: the bundled PTB).
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Tokenisation level.
-    #[arg(long, value_enum, default_value = "word")]
-    level: LevelArg,
+    #[command(flatten)]
+    data: DataArgs,
     /// Random seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Worker threads.
-    #[arg(long, default_value_t = 2)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub machine: MachineArgs,
 }
 
 /// Runs `deq generate`.
@@ -48,12 +44,14 @@ pub fn run(a: GenerateArgs) -> Result<ExitCode> {
             a.temperature
         )));
     }
+    a.machine.device.open()?;
     existing_file(&a.checkpoint, "checkpoint")?;
     let ck = load_checkpoint(&a.checkpoint)?;
-    let level = data_source::level(a.level);
-    let (corpus, _) = data_source::load(a.data.as_ref(), level)?;
+    let level = data_source::level(a.data.level_or_default());
+    let (corpus, _) = data_source::load(&a.data)?;
     let vocab = &corpus.vocab;
-    let trainer = Trainer::from_checkpoint(&ck, &a.checkpoint, vocab)?;
+    let mut trainer = Trainer::from_checkpoint(&ck, &a.checkpoint, vocab)?;
+    trainer.to_device(a.machine.device)?;
     let symbols: Vec<String> = match level {
         Level::Word => a.prompt.split_whitespace().map(str::to_string).collect(),
         Level::Char => a
@@ -84,7 +82,8 @@ pub fn run(a: GenerateArgs) -> Result<ExitCode> {
                 .0
         });
         let v = vocab.len();
-        let last = &logits.value().data()[(ctx.len() - 1) * v..ctx.len() * v];
+        let values = logits.value().host_values();
+        let last = &values[(ctx.len() - 1) * v..ctx.len() * v];
         let max = last.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
         let weights: Vec<f64> = last
             .iter()

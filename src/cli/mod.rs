@@ -1,10 +1,12 @@
 //! Command-line interface: argument definitions and dispatch.
 
+mod args;
 pub mod bench;
 mod data_source;
 mod eval;
 mod generate;
 mod gradcheck;
+mod machine;
 mod plot;
 mod progress;
 mod train;
@@ -23,7 +25,7 @@ pub struct Cli {
 }
 
 /// Word or character level.
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum LevelArg {
     /// Whitespace-separated words, one `<eos>` per line.
     Word,
@@ -43,7 +45,7 @@ pub enum ModelArg {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a DEQ language model (default: a small DEQ-Transformer on the bundled PTB).
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Perplexity of a checkpoint on the validation and test splits.
     Eval(eval::EvalArgs),
     /// Sample text from a checkpoint.
@@ -58,9 +60,9 @@ impl Command {
     /// The worker threads the command asked for (0: rayon's default).
     fn threads(&self) -> usize {
         match self {
-            Command::Train(a) => a.threads,
-            Command::Eval(a) => a.threads,
-            Command::Generate(a) => a.threads,
+            Command::Train(a) => a.machine.threads,
+            Command::Eval(a) => a.machine.threads,
+            Command::Generate(a) => a.machine.threads,
             Command::Bench(a) => a.threads,
             Command::Gradcheck(_) => 0,
         }
@@ -78,7 +80,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 
 fn dispatch(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),

@@ -1,0 +1,106 @@
+//! `deq train`: the arguments and the order of things (configure or resume, check sizes,
+//! open the run directory, train, evaluate the best checkpoint). Each concern has its own
+//! file: [`setup`] (configuration and the resume rules), [`run_dir`] (one directory per run),
+//! [`session`] (the training loop, periodic evaluation, saving), [`recovery`] (non-finite
+//! streaks), [`history`] (the plot).
+
+mod history;
+mod recovery;
+mod run_dir;
+mod session;
+mod setup;
+
+use super::args::{DataArgs, MachineArgs};
+use super::ModelArg;
+use clap::Args;
+use deq_models::error::Result;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Options of `deq train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Preset: tiny (the default, minutes on 2 cores), ptb-small (the real PTB run),
+    /// trellis-tiny, ptb-trellis.
+    #[arg(long, conflicts_with = "config")]
+    preset: Option<String>,
+    /// Cell; `trellisnet` switches a transformer preset to its TrellisNet twin.
+    #[arg(long, value_enum, conflicts_with = "config")]
+    model: Option<ModelArg>,
+    /// A JSON training configuration, as `--print-config` writes it (unknown keys are
+    /// rejected); replaces the preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Training steps (the warm-up, pre-training and evaluation interval follow; on
+    /// `--resume`: extends or shortens the run, see README).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Streams per training batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Tokens per training segment.
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Peak learning rate (the final rate is a twentieth of it).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Random seed of initialisation, dropout and data order.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Streams of the validation and test evaluations.
+    #[arg(long)]
+    eval_batch: Option<usize>,
+    /// Tokens per evaluation segment.
+    #[arg(long)]
+    eval_seq_len: Option<usize>,
+    /// DEQ-Transformer: positions of attention memory while evaluating.
+    #[arg(long)]
+    eval_mem_len: Option<usize>,
+    /// Print the configuration as the JSON that `--config` accepts, and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// The run's directory [default: runs/NAME; on --resume: the checkpoint's directory].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The run's name: it writes into runs/NAME [default: the start time, e.g.
+    /// 20250114-093012]. runs/latest points at the newest run.
+    #[arg(long, conflicts_with = "out")]
+    name: Option<String>,
+    /// Continue a run from one of its checkpoints (e.g. runs/NAME/last.safetensors).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Also save last.safetensors every this many minutes of wall time (0: only at
+    /// evaluations).
+    #[arg(long, default_value_t = 10.0)]
+    save_every: f64,
+    /// Stop after this step as an interruption would (last.safetensors saved, no final
+    /// evaluation); continue later with --resume.
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// Without a terminal on stdout: seconds between progress lines (0: every step).
+    #[arg(long, default_value_t = 30.0)]
+    progress_every: f64,
+}
+
+/// Runs `deq train`.
+pub fn run(a: TrainArgs) -> Result<ExitCode> {
+    // Check the device first: a missing GPU fails at once, before any data is read.
+    a.machine.device.open()?;
+    let plan = match &a.resume {
+        Some(path) => setup::resume(&a, path)?,
+        None => setup::fresh(&a)?,
+    };
+    if a.print_config {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&plan.trainer.cfg).expect("configs serialise")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = session::Options::from_args(&a)?;
+    session::Session::start(plan, options)?.run()
+}
