@@ -463,20 +463,23 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
                             .positions
                             .iter()
                             .zip(bufs.iter_mut())
-                            .map(|(&k, (p, b, acc))| match b {
-                                GradBuf::Cpu(v) => VjpTarget {
-                                    k: k as usize,
-                                    dst: &mut v[..],
-                                    acc: *acc,
+                            .map(
+                                |#[cfg_attr(not(feature = "cuda"), allow(unused_variables))]
+                                 (&k, (p, b, acc))| match b {
+                                    GradBuf::Cpu(v) => VjpTarget {
+                                        k: k as usize,
+                                        dst: &mut v[..],
+                                        acc: *acc,
+                                    },
+                                    #[cfg(feature = "cuda")]
+                                    GradBuf::Cuda(_) => panic!(
+                                        "{}: input on {} but the op ran on {}",
+                                        op.name(),
+                                        nodes[*p].device,
+                                        node.device
+                                    ),
                                 },
-                                #[cfg(feature = "cuda")]
-                                GradBuf::Cuda(_) => panic!(
-                                    "{}: input on {} but the op ran on {}",
-                                    op.name(),
-                                    nodes[*p].device,
-                                    node.device
-                                ),
-                            })
+                            )
                             .collect();
                         op.vjp_many(gv, &mut targets);
                     }
@@ -491,6 +494,7 @@ fn run_step<T: Float>(nodes: &[Node<T>], ws: &mut Workspace<T>, step: &Step) {
                         // The last input may take the cotangent's buffer over, transformed in
                         // place, when nothing reads the cotangent afterwards.
                         if n == last && step.release && ws.grads[p].is_none() {
+                            #[cfg_attr(not(feature = "cuda"), allow(irrefutable_let_patterns))]
                             if let GradBuf::Cpu(gv) = &mut g {
                                 let numel: usize = nodes[p].shape.iter().product();
                                 if gv.len() == numel && op.vjp_in_place(k as usize, gv) {
