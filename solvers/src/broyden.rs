@@ -17,8 +17,8 @@
 //! the oldest pair, which is dropped *before* the update is computed (left out of every sum),
 //! so the truncated estimate still satisfies the latest secant condition exactly; computing
 //! the update with the oldest pair and dropping it afterwards breaks that condition and made
-//! `memory = 5` diverge on the acceptance problem. Storage is `2 · min(memory, max_iter) · N`
-//! values per sample.
+//! `memory = 5` diverge on the acceptance problem. Storage is `2 · min(memory, max_iter − 1) · N`
+//! values per sample (the first iteration adds no pair).
 
 use crate::broyden_step::{self, Factors, Update};
 use crate::stats::SolveStats;
@@ -58,6 +58,15 @@ struct Sample<T: Float> {
     pairs_max: usize,
 }
 
+/// Pairs a sample can ever hold: `memory`, or fewer when `max_iter` iterations cannot add
+/// that many. The first iteration is the plain step and adds no pair, so `max_iter`
+/// iterations add at most `max_iter − 1` (at W2's 16 iterations a 16th slot would be 2 MiB of
+/// zeros per batch of 8 × 32768 values, per factor). At least one slot, so the ring's
+/// arithmetic never divides by zero.
+pub(crate) fn capacity(memory: usize, max_iter: usize) -> usize {
+    memory.min(max_iter.saturating_sub(1)).max(1)
+}
+
 /// Broyden state for a batch.
 pub(crate) struct Broyden<T: Float> {
     n: usize,
@@ -66,10 +75,9 @@ pub(crate) struct Broyden<T: Float> {
 }
 
 impl<T: Float> Broyden<T> {
-    /// Factors for `b` samples of `n` values: `min(memory, max_iter)` pairs each, allocated
-    /// now.
+    /// Factors for `b` samples of `n` values: [`capacity`] pairs each, allocated now.
     pub(crate) fn new(b: usize, n: usize, memory: usize, max_iter: usize) -> Self {
-        let cap = memory.min(max_iter).max(1);
+        let cap = capacity(memory, max_iter);
         let samples = (0..b)
             .map(|_| Sample {
                 u: PooledVec::zeroed(cap * n),

@@ -11,7 +11,7 @@ mod common;
 
 use common::{abs_residuals, config, TanhCell};
 use deq_autograd::Tensor;
-use deq_solvers::{solve, SolveStats, SolverKind, StopMode};
+use deq_solvers::{solve, SolveStats, SolverConfig, SolverKind, StopMode};
 
 fn run(cell: &TanhCell<f64>, kind: SolverKind) -> (Tensor<f64>, SolveStats) {
     let cfg = config(kind, 5000, 1e-6, StopMode::Rel);
@@ -99,6 +99,25 @@ fn anderson_with_the_default_absolute_ridge_converges_but_slower_than_naive() {
         anderson.f_evals, naive.f_evals
     );
     assert!(anderson.f_evals > naive.f_evals);
+}
+
+#[test]
+fn broyden_allocates_only_the_pairs_its_iterations_can_add() {
+    // 16 iterations: the first is the plain step, the other 15 each add a pair, and every
+    // slot allocated is used (W2's setting: memory 16, exactly 16 iterations).
+    let cell = TanhCell::<f64>::new(3, 4, 32, 0.95);
+    let cfg = SolverConfig {
+        early_stop: false,
+        ..config(SolverKind::Broyden { memory: 16 }, 16, 1e-12, StopMode::Rel)
+    };
+    let (_, stats) = solve(
+        &cfg,
+        |z: &Tensor<f64>| cell.apply(z),
+        &Tensor::zeros(&[4, 32]),
+    );
+    assert_eq!(stats.iterations, 16);
+    assert_eq!(stats.lowrank_capacity, 15, "one slot per pair-adding iteration");
+    assert_eq!(stats.lowrank_pairs_max, 15, "every slot is filled: {stats:?}");
 }
 
 #[test]

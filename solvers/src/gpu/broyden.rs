@@ -34,7 +34,7 @@ pub(crate) struct Broyden<T: Float> {
 impl<T: Float> Broyden<T> {
     /// Zeroed histories of `min(memory, max_iter)` pairs for `b` samples of `n` values.
     pub(crate) fn new(gpu: &Gpu, b: usize, n: usize, memory: usize, max_iter: usize) -> Self {
-        let cap = memory.min(max_iter).max(1);
+        let cap = crate::broyden::capacity(memory, max_iter);
         Broyden {
             n,
             cap,
