@@ -116,8 +116,14 @@ fn broyden_allocates_only_the_pairs_its_iterations_can_add() {
         &Tensor::zeros(&[4, 32]),
     );
     assert_eq!(stats.iterations, 16);
-    assert_eq!(stats.lowrank_capacity, 15, "one slot per pair-adding iteration");
-    assert_eq!(stats.lowrank_pairs_max, 15, "every slot is filled: {stats:?}");
+    assert_eq!(
+        stats.lowrank_capacity, 15,
+        "one slot per pair-adding iteration"
+    );
+    assert_eq!(
+        stats.lowrank_pairs_max, 15,
+        "every slot is filled: {stats:?}"
+    );
 }
 
 #[test]

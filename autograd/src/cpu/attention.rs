@@ -3,9 +3,12 @@
 //! sequential kernel on strided views of the packed projections (no permute copies).
 //!
 //! Per task, with `K = M + T` keys (memory first) and `Q`, `K_j`, `V_j`, `R_δ` this head's rows:
-//! - forward: `S = α·(Q_u·Kᵀ + shift(Q_v·Rᵀ))`, masked where `j > M + i`, `A = softmax(S)`
-//!   (kept for the backward pass), `O = A·V`; `shift(P)[i, j] = P[i, M + i − j]`;
-//! - backward from `∂O`: `∂A = ∂O·Vᵀ`, `∂V = Aᵀ·∂O`, `G = α·A ⊙ (∂A − rowsum(A ⊙ ∂A))`,
+//! - forward: `S = α·(Q_u·Kᵀ + shift(Q_v·Rᵀ))`, masked where `j > M + i`, `A = softmax(S)`,
+//!   `O = A·V`; `shift(P)[i, j] = P[i, M + i − j]`. Only each row's log-sum-exp
+//!   `ℓ_i = log Σ_j exp S[i, j]` is kept (`[B, H, T]`), not `A` (`[B, H, T, K]`);
+//! - backward from `∂O`: `A = exp(S − ℓ)` recomputed from the scores (one more `Q·Kᵀ` per
+//!   task, flash attention's trade of a product for the probability matrix), `∂A = ∂O·Vᵀ`,
+//!   `∂V = Aᵀ·∂O`, `G = α·A ⊙ (∂A − rowsum(A ⊙ ∂A))`,
 //!   `∂Q_u = G·K`, `∂K = Gᵀ·Q_u`; with relative positions `G'[i, δ] = G[i, M + i − δ]`,
 //!   `∂Q_v = G'·R`, `∂R = G'ᵀ·Q_v` (summed over the batch), `∂u = Σ_i ∂Q_u`, `∂v = Σ_i ∂Q_v`,
 //!   and `∂Q = ∂Q_u + ∂Q_v`.
@@ -147,14 +150,28 @@ fn add_row<T: Float>(dst: &mut [T], q: MatRef<'_, T>, bias: &[T]) {
     }
 }
 
-/// Causal softmax of `s` (`T × K`) in place: row `i` sees keys `j ≤ M + i`.
-fn causal_softmax<T: Float>(s: &mut [T], m: usize, kk: usize) {
-    for (i, row) in s.chunks_mut(kk).enumerate() {
+/// Causal softmax of `s` (`T × K`) in place: row `i` sees keys `j ≤ M + i`. Writes each row's
+/// log-sum-exp to `lse`.
+fn causal_softmax<T: Float>(s: &mut [T], lse: &mut [T], m: usize, kk: usize) {
+    for (i, (row, l)) in s.chunks_mut(kk).zip(lse.iter_mut()).enumerate() {
         let valid = (m + i + 1).min(kk);
         let (seen, hidden) = row.split_at_mut(valid);
         let mx = super::rows::max(seen);
-        let inv = T::ONE / super::rows::exp_shifted_in_place(seen, mx);
+        let sum = super::rows::exp_shifted_in_place(seen, mx);
+        *l = mx + sum.ln();
+        let inv = T::ONE / sum;
         seen.iter_mut().for_each(|v| *v *= inv);
+        hidden.fill(T::ZERO);
+    }
+}
+
+/// The probabilities again from the scores `s` (`T × K`, in place) and the rows'
+/// log-sum-exp: `A[i, j] = exp(S[i, j] − ℓ_i)` where row `i` sees key `j`, 0 elsewhere.
+fn causal_probs<T: Float>(s: &mut [T], lse: &[T], m: usize, kk: usize) {
+    for (i, (row, &l)) in s.chunks_mut(kk).zip(lse).enumerate() {
+        let valid = (m + i + 1).min(kk);
+        let (seen, hidden) = row.split_at_mut(valid);
+        super::rows::exp_shifted_in_place(seen, l);
         hidden.fill(T::ZERO);
     }
 }
@@ -171,80 +188,118 @@ fn blocks(t: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
         .map(move |i0| i0..(i0 + ROW_BLOCK).min(t))
 }
 
-/// The forward pass: writes `out` (`[B, T, d]`) and the probabilities `probs`
-/// (`[B, H, T, K]`, zero where masked).
-pub fn forward<T: Float>(d: Dims, x: Inputs<'_, T>, out: &mut [T], probs: &mut [T]) {
-    let (t, m, kk, dh, w) = (d.t, d.m, d.keys(), d.dh, d.d());
+/// This task's queries with the biases added: `Q_u = Q + u` (`qu`, or the queries in place
+/// without relative positions) and `Q_v = Q + v` (with relative positions). The buffers come
+/// from the pool; give them back with [`give_queries`].
+struct Queries<T: Float> {
+    qu: Vec<T>,
+    qv: Option<Vec<T>>,
+}
+
+fn queries<T: Float>(x: &Inputs<'_, T>, hd: &Head<'_, T>, dh: usize, h: usize) -> Queries<T> {
+    let t = hd.q.nrows();
+    let mut qu = crate::pool::take(if x.rel.is_some() { t * dh } else { 0 });
+    if let Some((_, u, _)) = x.rel {
+        add_row(&mut qu, hd.q, &u[h * dh..(h + 1) * dh]);
+    }
+    let qv = x.rel.map(|(_, _, v)| {
+        let mut qv = crate::pool::take(t * dh);
+        add_row(&mut qv, hd.q, &v[h * dh..(h + 1) * dh]);
+        qv
+    });
+    Queries { qu, qv }
+}
+
+impl<T: Float> Queries<T> {
+    /// `Q_u` as a `T × d_h` view.
+    fn qu<'a>(&'a self, hd: &Head<'a, T>) -> MatRef<'a, T> {
+        if self.qv.is_some() {
+            MatRef::from_row_major_slice(&self.qu, hd.q.nrows(), hd.q.ncols())
+        } else {
+            hd.q
+        }
+    }
+
+    fn give(self) {
+        crate::pool::give(self.qu);
+        if let Some(qv) = self.qv {
+            crate::pool::give(qv);
+        }
+    }
+}
+
+/// The scaled scores `S` of one task into `s` (`T × K`, row-major): every key a row sees is
+/// written (and some masked ones of its block, which the softmax overwrites).
+fn scores<T: Float>(d: Dims, hd: &Head<'_, T>, q: &Queries<T>, s: &mut [T]) {
+    let (t, m, kk, dh) = (d.t, d.m, d.keys(), d.dh);
     let alpha = T::from_f64(d.scale);
+    let qu = q.qu(hd);
+    let mut p = crate::pool::take(if q.qv.is_some() { ROW_BLOCK * kk } else { 0 });
+    for blk in blocks(t) {
+        let (i0, rows, kv) = (blk.start, blk.len(), m + blk.end);
+        let qb = qu.subrows(i0, rows);
+        {
+            let mut sm = MatMut::from_row_major_slice_mut(&mut s[..t * kk], t, kk);
+            let sb = sm.rb_mut().submatrix_mut(i0, 0, rows, kv);
+            let (smem, scur) = sb.split_at_col_mut(m);
+            gemm(smem, false, qb, hd.km.transpose(), alpha);
+            gemm(
+                scur,
+                false,
+                qb,
+                hd.kc.subrows(0, blk.end).transpose(),
+                alpha,
+            );
+        }
+        if let (Some(qv), Some(r)) = (&q.qv, hd.r) {
+            // P[i, δ] = α·(q_i + v)·R_δ for the distances δ < kv this block sees.
+            gemm(
+                view_mut(&mut p, rows, kv, kk),
+                false,
+                MatRef::from_row_major_slice(&qv[i0 * dh..blk.end * dh], rows, dh),
+                r.subrows(0, kv).transpose(),
+                alpha,
+            );
+            for (bi_row, i) in blk.clone().enumerate() {
+                let srow = &mut s[i * kk..i * kk + m + i + 1];
+                let prow = &p[bi_row * kk..bi_row * kk + m + i + 1];
+                for (j, s) in srow.iter_mut().enumerate() {
+                    *s += prow[m + i - j];
+                }
+            }
+        }
+    }
+    crate::pool::give(p);
+}
+
+/// The forward pass: writes `out` (`[B, T, d]`) and each score row's log-sum-exp `lse`
+/// (`[B, H, T]`), all the backward pass needs besides the inputs.
+pub fn forward<T: Float>(d: Dims, x: Inputs<'_, T>, out: &mut [T], lse: &mut [T]) {
+    let (t, m, kk, dh, w) = (d.t, d.m, d.keys(), d.dh, d.d());
     let out_ptr = Shared(out.as_mut_ptr());
-    probs
-        .par_chunks_mut(t * kk)
-        .enumerate()
-        .for_each(|(task, a)| {
-            let (bi, h) = (task / d.heads, task % d.heads);
-            let hd = head(&x, d, bi, h);
-            let mut qu = crate::pool::take(t * dh);
-            let qu_view = match x.rel {
-                Some((_, u, _)) => {
-                    add_row(&mut qu, hd.q, &u[h * dh..(h + 1) * dh]);
-                    MatRef::from_row_major_slice(&qu, t, dh)
-                }
-                None => hd.q,
-            };
-            let qv = x.rel.map(|(_, _, v)| {
-                let mut qv = crate::pool::take(t * dh);
-                add_row(&mut qv, hd.q, &v[h * dh..(h + 1) * dh]);
-                qv
-            });
-            let mut p = crate::pool::take(if x.rel.is_some() { ROW_BLOCK * kk } else { 0 });
-            for blk in blocks(t) {
-                let (i0, rows, kv) = (blk.start, blk.len(), m + blk.end);
-                let qb = qu_view.subrows(i0, rows);
-                {
-                    let mut s = MatMut::from_row_major_slice_mut(a, t, kk);
-                    let sb = s.rb_mut().submatrix_mut(i0, 0, rows, kv);
-                    let (sm, sc) = sb.split_at_col_mut(m);
-                    gemm(sm, false, qb, hd.km.transpose(), alpha);
-                    gemm(sc, false, qb, hd.kc.subrows(0, blk.end).transpose(), alpha);
-                }
-                if let (Some(qv), Some(r)) = (&qv, hd.r) {
-                    // P[i, δ] = α·(q_i + v)·R_δ for the distances δ < kv this block sees.
-                    gemm(
-                        view_mut(&mut p, rows, kv, kk),
-                        false,
-                        MatRef::from_row_major_slice(&qv[i0 * dh..blk.end * dh], rows, dh),
-                        r.subrows(0, kv).transpose(),
-                        alpha,
-                    );
-                    for (bi_row, i) in blk.clone().enumerate() {
-                        let srow = &mut a[i * kk..i * kk + m + i + 1];
-                        let prow = &p[bi_row * kk..bi_row * kk + m + i + 1];
-                        for (j, s) in srow.iter_mut().enumerate() {
-                            *s += prow[m + i - j];
-                        }
-                    }
-                }
+    lse.par_chunks_mut(t).enumerate().for_each(|(task, lse)| {
+        let (bi, h) = (task / d.heads, task % d.heads);
+        let hd = head(&x, d, bi, h);
+        let q = queries(&x, &hd, dh, h);
+        let mut a = crate::pool::take(t * kk);
+        scores(d, &hd, &q, &mut a);
+        q.give();
+        causal_softmax(&mut a, lse, m, kk);
+        let a_view = MatRef::from_row_major_slice(&a, t, kk);
+        // SAFETY: this task alone writes head h's columns of batch bi's rows.
+        let mut o = unsafe { out_ptr.view(bi * t * w + h * dh, t, dh, w) };
+        for blk in blocks(t) {
+            let (i0, rows) = (blk.start, blk.len());
+            let ab = a_view.submatrix(i0, 0, rows, m + blk.end);
+            let (am, ac) = ab.split_at_col(m);
+            let mut ob = o.rb_mut().subrows_mut(i0, rows);
+            gemm(ob.rb_mut(), false, ac, hd.vc.subrows(0, blk.end), T::ONE);
+            if m > 0 {
+                gemm(ob.rb_mut(), true, am, hd.vm, T::ONE);
             }
-            crate::pool::give(p);
-            if let Some(qv) = qv {
-                crate::pool::give(qv);
-            }
-            causal_softmax(a, m, kk);
-            let a_view = MatRef::from_row_major_slice(a, t, kk);
-            // SAFETY: this task alone writes head h's columns of batch bi's rows.
-            let mut o = unsafe { out_ptr.view(bi * t * w + h * dh, t, dh, w) };
-            for blk in blocks(t) {
-                let (i0, rows) = (blk.start, blk.len());
-                let ab = a_view.submatrix(i0, 0, rows, m + blk.end);
-                let (am, ac) = ab.split_at_col(m);
-                let mut ob = o.rb_mut().subrows_mut(i0, rows);
-                gemm(ob.rb_mut(), false, ac, hd.vc.subrows(0, blk.end), T::ONE);
-                if m > 0 {
-                    gemm(ob.rb_mut(), true, am, hd.vm, T::ONE);
-                }
-            }
-            crate::pool::give(qu);
-        });
+        }
+        crate::pool::give(a);
+    });
 }
 
 /// Gradient destinations of the backward pass, each with whether to accumulate.
@@ -261,8 +316,8 @@ pub struct Grads<'a, T> {
     pub v: Option<(&'a mut [T], bool)>,
 }
 
-/// The backward pass from `dout` (`[B, T, d]`) and the saved probabilities.
-pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, probs: &[T], dout: &[T], grads: Grads<'_, T>) {
+/// The backward pass from `dout` (`[B, T, d]`) and the forward's log-sum-exp rows.
+pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, lse: &[T], dout: &[T], grads: Grads<'_, T>) {
     let (t, m, kk, dh, w, heads) = (d.t, d.m, d.keys(), d.dh, d.d(), d.heads);
     let alpha = T::from_f64(d.scale);
     let tasks = d.b * heads;
@@ -280,7 +335,11 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, probs: &[T], dout: &[T], gr
     let body = |task: usize, part: &mut [T]| {
         let (bi, h) = (task / heads, task % heads);
         let hd = head(&x, d, bi, h);
-        let ad = &probs[task * t * kk..(task + 1) * t * kk];
+        let q = queries(&x, &hd, dh, h);
+        let mut probs = crate::pool::take(t * kk);
+        scores(d, &hd, &q, &mut probs);
+        causal_probs(&mut probs, &lse[task * t..(task + 1) * t], m, kk);
+        let ad = &probs[..];
         let a = MatRef::from_row_major_slice(ad, t, kk);
         let go = view(dout, bi * t * w + h * dh, t, dh, w);
         // SAFETY (every view below): head h's columns of batch bi belong to this task alone.
@@ -295,19 +354,7 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, probs: &[T], dout: &[T], gr
         let (mut dvc, mut dvm) = (dqkv(2 * w), dmem(w));
         let (mut dkc, mut dkm) = (dqkv(w), dmem(0));
         // Q_u (the queries plus u with relative positions) and Q_v.
-        let mut qu = crate::pool::take(t * dh);
-        let qu_view = match x.rel {
-            Some((_, u, _)) => {
-                add_row(&mut qu, hd.q, &u[h * dh..(h + 1) * dh]);
-                MatRef::from_row_major_slice(&qu, t, dh)
-            }
-            None => hd.q,
-        };
-        let qv = x.rel.filter(|_| want_rel).map(|(_, _, v)| {
-            let mut qv = crate::pool::take(t * dh);
-            add_row(&mut qv, hd.q, &v[h * dh..(h + 1) * dh]);
-            qv
-        });
+        let qu_view = q.qu(&hd);
         let mut g = crate::pool::take(t * kk);
         let mut gp = crate::pool::take_zeroed(if x.rel.is_some() { t * kk } else { 0 });
         let mut dq = crate::pool::take(t * dh);
@@ -391,7 +438,7 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, probs: &[T], dout: &[T], gr
                     r,
                     T::ONE,
                 );
-                if let Some(qv) = &qv {
+                if let Some(qv) = q.qv.as_ref().filter(|_| want_rel) {
                     // This task's part of ∂R_h = G'ᵀ·Q_v.
                     let dr = view_mut(part, kv, dh, dh);
                     let qvb = MatRef::from_row_major_slice(&qv[i0 * dh..blk.end * dh], rows, dh);
@@ -418,10 +465,8 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, probs: &[T], dout: &[T], gr
                 }
             }
         }
-        if let Some(qv) = qv {
-            crate::pool::give(qv);
-        }
-        for buf in [dq, dqv, qu, g, gp] {
+        q.give();
+        for buf in [dq, dqv, probs, g, gp] {
             crate::pool::give(buf);
         }
     };

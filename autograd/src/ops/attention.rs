@@ -10,8 +10,9 @@
 //! without relative positions `score[i, j] = α·q_i·k_j`. One op replaces the chain
 //! narrow → permute → product → scale → shift → mask → softmax → product → permute: the
 //! queries, keys and values are read in place from the `[B, T, 3d]` output of the QKV
-//! projection, the result is written in `[B, T, d]` order, and only the attention
-//! probabilities are kept for the backward pass (one `[B, H, T, K]` tensor instead of six).
+//! projection, the result is written in `[B, T, d]` order, and besides the inputs only each
+//! score row's log-sum-exp is kept for the backward pass (`[B, H, T]`, where the composed
+//! chain keeps six `[B, H, T, K]` tensors): the VJP recomputes the probabilities from it.
 //! The VJP computes `∂scores` once for every input (`vjp_many`).
 //!
 //! The CPU loops are in [`crate::cpu::attention`]. On a CUDA device the same maths runs as a
@@ -55,7 +56,8 @@ struct AttentionBackward<T: Float> {
     qkv: Tensor<T>,
     mem: Option<Tensor<T>>,
     rel: Option<(Tensor<T>, Tensor<T>, Tensor<T>)>,
-    probs: Tensor<T>,
+    /// Log-sum-exp of each score row, `[B, H, T]`.
+    lse: Tensor<T>,
     slots: Vec<Slot>,
 }
 
@@ -103,7 +105,7 @@ impl<T: Float> Backward<T> for AttentionBackward<T> {
                 Slot::V => grads.v = dst,
             }
         }
-        kernel::backward(self.d, self.inputs(), self.probs.data(), g, grads);
+        kernel::backward(self.d, self.inputs(), self.lse.data(), g, grads);
     }
 }
 
@@ -129,7 +131,7 @@ impl<T: Float> Var<T> {
         if common_device("causal_attention", &operands) != Device::Cpu {
             return causal_attention_composed(self, mem_kv, rel, heads, scale);
         }
-        let (kk, w) = (d.keys(), d.d());
+        let w = d.d();
         let mem_t = mem_kv.map(|m| m.value().clone());
         let rel_t = rel.as_ref().map(|p| {
             (
@@ -139,7 +141,7 @@ impl<T: Float> Var<T> {
             )
         });
         let mut out = crate::pool::take(d.b * d.t * w);
-        let mut probs = crate::pool::take(d.b * d.heads * d.t * kk);
+        let mut lse = crate::pool::take(d.b * d.heads * d.t);
         let inputs = Inputs {
             qkv: self.value().data(),
             mem: mem_t.as_ref().map_or(&[][..], |m| m.data()),
@@ -148,7 +150,7 @@ impl<T: Float> Var<T> {
                 .map(|(r, u, v)| (r.data(), u.data(), v.data())),
         };
         kernels::count_flops(nominal_flops(d, rel.is_some()));
-        kernel::forward(d, inputs, &mut out, &mut probs);
+        kernel::forward(d, inputs, &mut out, &mut lse);
         let value = Tensor::from_vec(out, &[d.b, d.t, w]);
         let mut vars: Vec<&Var<T>> = vec![self];
         let mut slots = vec![Slot::Qkv];
@@ -160,13 +162,13 @@ impl<T: Float> Var<T> {
             vars.extend([p.r, p.u, p.v]);
             slots.extend([Slot::R, Slot::U, Slot::V]);
         }
-        let probs = Tensor::from_vec(probs, &[d.b, d.heads, d.t, kk]);
+        let lse = Tensor::from_vec(lse, &[d.b, d.heads, d.t]);
         record(value, &vars, || AttentionBackward {
             d,
             qkv: self.value().clone(),
             mem: mem_t,
             rel: rel_t,
-            probs,
+            lse,
             slots,
         })
     }
