@@ -126,5 +126,5 @@ pub use implicit::{
     check_cell, deq, BackwardMode, CellCheckOptions, CellCheckReport, DeqConfig, DeqOutput,
     DeqStats, ImplicitCell,
 };
-pub use solve::solve;
+pub use solve::{solve, solve_from};
 pub use stats::SolveStats;

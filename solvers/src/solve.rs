@@ -29,9 +29,10 @@ use deq_autograd::{Float, Tensor};
 /// Divergence and singular Anderson systems never panic.
 ///
 /// Solver state is allocated once before the first iteration (traces with capacity
-/// `max_iter + 1`, Anderson's `min(m, max_iter)` slots, Broyden's `min(memory, max_iter)`
+/// `max_iter + 1`, Anderson's `min(m, max_iter)` slots, Broyden's `min(memory, max_iter − 1)`
 /// pairs); the loop itself allocates nothing beyond what `f` allocates, provided `f` does not
-/// keep a handle on its input (the state is updated in place).
+/// keep a handle on its input (the state is updated in place). The iterate starts as a copy
+/// of `z0`; [`solve_from`] takes `z0` by value and iterates in its buffer instead.
 ///
 /// # Panics
 /// If `cfg` fails [`SolverConfig::validate`] (only possible after editing its fields by hand),
@@ -54,17 +55,28 @@ pub fn solve<T: Float>(
     f: impl FnMut(&Tensor<T>) -> Tensor<T>,
     z0: &Tensor<T>,
 ) -> (Tensor<T>, SolveStats) {
+    solve_from(cfg, f, z0.clone())
+}
+
+/// [`solve`] from a `z0` given by value: when the caller keeps no other handle on it, the
+/// iterate is updated in `z0`'s own buffer, which saves one copy of the batch for the whole
+/// solve (the implicit layer's adjoint solve starts from zeros this way).
+pub fn solve_from<T: Float>(
+    cfg: &SolverConfig,
+    f: impl FnMut(&Tensor<T>) -> Tensor<T>,
+    z0: Tensor<T>,
+) -> (Tensor<T>, SolveStats) {
     if let Err(e) = cfg.validate() {
         panic!("deq_solvers::solve: {e}");
     }
     let b = if z0.ndim() == 0 { 1 } else { z0.dim(0) };
     let n = z0.numel().checked_div(b).unwrap_or(0);
     if n == 0 {
-        return empty(cfg, b, z0);
+        return empty(cfg, b, &z0);
     }
     #[cfg(feature = "cuda")]
     if z0.gpu().is_some() {
-        return crate::gpu::solve(cfg, f, z0, b, n);
+        return crate::gpu::solve(cfg, f, &z0, b, n);
     }
     match cfg.kind {
         SolverKind::Naive { tau } => drive(cfg, f, z0, b, n, Naive::new(n, tau)),
@@ -99,12 +111,12 @@ fn empty<T: Float>(cfg: &SolverConfig, b: usize, z0: &Tensor<T>) -> (Tensor<T>, 
 fn drive<T: Float, S: Stepper<T>>(
     cfg: &SolverConfig,
     mut f: impl FnMut(&Tensor<T>) -> Tensor<T>,
-    z0: &Tensor<T>,
+    mut z: Tensor<T>,
     b: usize,
     n: usize,
     mut stepper: S,
 ) -> (Tensor<T>, SolveStats) {
-    let mut z = z0.clone();
+    let shape = z.shape().to_vec();
     if !z.all_finite() {
         z.data_mut()
             .iter_mut()
@@ -130,7 +142,8 @@ fn drive<T: Float, S: Stepper<T>>(
     drop(fz);
     let (best, mut stats) = monitor.finish(evals - extra, evals);
     stepper.report(&mut stats);
-    (Tensor::from_vec(best, z0.shape()), stats)
+    drop(z);
+    (Tensor::from_vec(best, &shape), stats)
 }
 
 /// One call of `f`, checking the shape it returns.

@@ -86,13 +86,14 @@ fn deq_training_memory_is_flat_in_iterations_and_unrolled_grows_with_depth() {
     // Warm-up: thread pools and lazy statics.
     step(&params, &x, BackwardMode::Implicit, 2);
 
-    let deq8 = peak_above_entry(|| step(&params, &x, BackwardMode::Implicit, 8));
+    // 9 forward iterations fill the ring of 8 pairs (the first adds none), as 64 do.
+    let deq8 = peak_above_entry(|| step(&params, &x, BackwardMode::Implicit, 9));
     let deq64 = peak_above_entry(|| step(&params, &x, BackwardMode::Implicit, 64));
     let unrolled8 = peak_above_entry(|| step(&params, &x, BackwardMode::Unrolled { k: 8 }, 1));
     let unrolled16 = peak_above_entry(|| step(&params, &x, BackwardMode::Unrolled { k: 16 }, 1));
     let mib = |b: usize| b as f64 / (1 << 20) as f64;
     println!(
-        "peak MiB: DEQ 8 iters {:.2}, DEQ 64 iters {:.2}, unrolled 8 {:.2}, unrolled 16 {:.2}; \
+        "peak MiB: DEQ 9 iters {:.2}, DEQ 64 iters {:.2}, unrolled 8 {:.2}, unrolled 16 {:.2}; \
          DEQ/unrolled-16 = {:.3}",
         mib(deq8),
         mib(deq64),
@@ -102,7 +103,7 @@ fn deq_training_memory_is_flat_in_iterations_and_unrolled_grows_with_depth() {
     );
     assert!(
         deq64 as f64 <= 1.05 * deq8 as f64,
-        "DEQ peak grew with iterations: {deq8} B at 8, {deq64} B at 64"
+        "DEQ peak grew with iterations: {deq8} B at 9, {deq64} B at 64"
     );
     assert!(
         unrolled16 as f64 >= 1.7 * unrolled8 as f64,

@@ -13,7 +13,7 @@
 //! attached to the caller's tape as a custom op, so memory never depends on the iteration count.
 
 use super::config::{BackwardMode, DeqConfig};
-use crate::solve::solve;
+use crate::solve::{solve, solve_from};
 use crate::stats::SolveStats;
 use deq_autograd::{custom_op, kernels, no_grad, Device, Float, Tape, Tensor, Var};
 use std::cell::RefCell;
@@ -177,7 +177,7 @@ fn attach_implicit_backward<T: Float>(
     inputs.extend(params.iter());
     let vjp = move |g: &Tensor<T>, needs: &[bool]| -> Vec<Option<Tensor<T>>> {
         // Adjoint solve y = y·J_f(z*) + g, from y0 = 0; each iteration one pruned z-only VJP.
-        let (y, stats) = solve(
+        let (y, stats) = solve_from(
             &b_cfg,
             |y: &Tensor<T>| {
                 if g.device() != Device::Cpu {
@@ -201,7 +201,7 @@ fn attach_implicit_backward<T: Float>(
                 });
                 out.expect("vjp_with reports the one wrt variable")
             },
-            &Tensor::zeros_on(g.shape(), g.device()),
+            Tensor::zeros_on(g.shape(), g.device()),
         );
         *backward_stats.borrow_mut() = Some(stats);
         // One full VJP maps y into x and the parameters that need it.
