@@ -293,7 +293,7 @@ impl TrainConfig {
                 .model(),
                 batch: 16,
                 seq_len: 32,
-                steps: 1500,
+                steps: 4000,
                 lr: 3e-3,
                 pretrain_steps: 200,
                 train_iters: 8,

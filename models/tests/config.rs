@@ -117,8 +117,8 @@ fn a_configuration_from_before_the_evaluation_protocol_loads_evaluating_like_its
 }
 
 /// `benches/presets/*.json` are the presets as they were when issue 15 began, kept as a frozen
-/// yardstick: they must stay loadable. While the presets are not retuned they also equal them
-/// (once a preset is retuned on purpose, the equality half of this test goes, the files stay).
+/// yardstick: they must stay loadable. `ptb-small` is not retuned yet and still equals its
+/// file; `tiny` was retuned on purpose (4000 steps instead of 1500) and differs in that alone.
 #[test]
 fn the_frozen_yardstick_presets_load_and_validate() {
     for name in ["tiny", "ptb-small"] {
@@ -129,7 +129,12 @@ fn the_frozen_yardstick_presets_load_and_validate() {
         let text = std::fs::read_to_string(&path).unwrap();
         let c: TrainConfig = serde_json::from_str(&text).unwrap();
         c.validate().unwrap();
-        assert_eq!(c, preset(name), "{path} differs from the preset {name}");
+        let mut now = preset(name);
+        if name == "tiny" {
+            assert_eq!(c.steps, 1500);
+            now.set_steps(c.steps);
+        }
+        assert_eq!(c, now, "{path} differs from the preset {name}");
     }
 }
 
