@@ -31,6 +31,45 @@ pub struct Score {
     pub seq_len: usize,
     /// Positions of attention memory (`None`: TrellisNet, which carries its last state).
     pub mem_len: Option<usize>,
+    /// The evaluation's forward solves: how far from equilibrium the scored states were.
+    pub solve: EvalSolve,
+}
+
+/// The forward solves of an evaluation, over every segment and sample. The perplexity is only
+/// that of the equilibrium model when these residuals are small: an unconverged solve is a
+/// weight-tied net of the depth it stopped at, and Anderson's and Broyden's per-sample mixing
+/// then lets later tokens of a segment move earlier predictions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EvalSolve {
+    /// Mean over samples and segments of the returned iterate's relative residual
+    /// `‖f(z) − z‖ / ‖f(z)‖`.
+    pub mean_rel: f64,
+    /// The largest of those residuals.
+    pub max_rel: f64,
+    /// Mean iterations per segment.
+    pub mean_iterations: f64,
+    /// Segments solved.
+    pub segments: usize,
+}
+
+impl EvalSolve {
+    fn add(&mut self, stats: &deq_solvers::SolveStats) {
+        let n = stats.lowest_rel.len().max(1) as f64;
+        let mean = stats.lowest_rel.iter().sum::<f64>() / n;
+        let k = self.segments as f64;
+        self.mean_rel = (self.mean_rel * k + mean) / (k + 1.0);
+        self.mean_iterations = (self.mean_iterations * k + stats.iterations as f64) / (k + 1.0);
+        self.max_rel = self.max_rel.max(stats.max_rel());
+        self.segments += 1;
+    }
+
+    /// e.g. "forward residual 3.1e-3 mean, 2.0e-2 max, 12.0 iterations".
+    pub fn describe(&self) -> String {
+        format!(
+            "forward residual {:.1e} mean, {:.1e} max, {:.1} iterations",
+            self.mean_rel, self.max_rel, self.mean_iterations
+        )
+    }
 }
 
 impl Score {
@@ -86,6 +125,7 @@ impl EvalSplit {
         let model = with_eval_memory(model, &cfg.eval);
         let seq_len = cfg.eval.seq_len;
         let (mut total, mut scored) = (0.0f64, 0usize);
+        let mut solve = EvalSolve::default();
         no_grad(|| {
             let p = model.store.constants();
             let mut memory = Memory::default();
@@ -100,6 +140,9 @@ impl EvalSplit {
                     &cfg.eval_deq,
                     None,
                 );
+                if let Some(f) = &out.stats.forward {
+                    solve.add(f);
+                }
                 total += out.loss.item() as f64 * inputs.len() as f64;
                 scored += inputs.len();
                 memory = out.memory;
@@ -114,6 +157,7 @@ impl EvalSplit {
             stream_len: self.data.len,
             seq_len,
             mem_len: memory_len(&model, &cfg.eval),
+            solve,
         }
     }
 }

@@ -224,3 +224,31 @@ fn scoring_a_split_matches_the_whole_split_evaluation_and_counts_its_tokens() {
     assert_ne!(none.loss, base.loss);
     assert_eq!(none.scored, base.scored);
 }
+
+/// The score reports how far the evaluation's forward solves are from equilibrium: one entry
+/// per segment, and a tighter solve (more iterations, lower tolerance) gives a lower residual.
+#[test]
+fn scoring_reports_the_evaluation_forward_residual() {
+    let corpus = small_corpus();
+    let mut cfg = small_config("tiny", corpus.vocab.len());
+    let trainer = Trainer::new(cfg.clone());
+    let split = EvalSplit::new(&corpus.valid, &cfg.eval).unwrap();
+    let segments = (corpus.valid.len() / 3 - 1).div_ceil(cfg.eval.seq_len);
+    cfg.eval_deq.forward.max_iter = 2;
+    cfg.eval_deq.forward.tol = 1e-12;
+    let loose = split.score(&trainer.model, &cfg).solve;
+    cfg.eval_deq.forward.max_iter = 30;
+    cfg.eval_deq.forward.tol = 1e-6;
+    let tight = split.score(&trainer.model, &cfg).solve;
+    for s in [&loose, &tight] {
+        assert_eq!(s.segments, segments);
+        assert!(s.mean_rel > 0.0 && s.mean_rel <= s.max_rel, "{s:?}");
+    }
+    assert_eq!(loose.mean_iterations, 2.0);
+    assert!(tight.mean_iterations > 2.0, "{tight:?}");
+    assert!(
+        tight.max_rel < loose.mean_rel / 10.0,
+        "30 iterations to 1e-6 should beat 2 by far: {loose:?} vs {tight:?}"
+    );
+    assert!(tight.describe().starts_with("forward residual"));
+}

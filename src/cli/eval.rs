@@ -60,9 +60,10 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
     for (name, split) in [("valid", &corpus.valid), ("test", &corpus.test)] {
         let score = EvalSplit::new(split, &trainer.cfg.eval)?.score(&trainer.model, &trainer.cfg);
         println!(
-            "{name}: loss {:.4}, perplexity {:.2}; {}",
+            "{name}: loss {:.4}, perplexity {:.2}; {}; {}",
             score.loss,
             score.perplexity(),
+            score.solve.describe(),
             score.describe()
         );
     }

@@ -274,14 +274,17 @@ impl Session {
         let step = self.trainer.step;
         let score = self.valid.score(&self.trainer.model, &self.trainer.cfg);
         self.progress.println(&format!(
-            "step {step:>6}: valid loss {:.3}, ppl {:.1} ({} tokens scored)",
+            "step {step:>6}: valid loss {:.3}, ppl {:.1} ({} tokens scored; {})",
             score.loss,
             score.perplexity(),
-            score.scored
+            score.scored,
+            score.solve.describe()
         ));
         self.log
             .write(&json!({"kind": "valid", "step": step, "loss": score.loss,
-            "ppl": score.perplexity(), "scored": score.scored, "tokens": score.tokens}));
+            "ppl": score.perplexity(), "scored": score.scored, "tokens": score.tokens,
+            "fwd_resid_mean": score.solve.mean_rel, "fwd_resid_max": score.solve.max_rel,
+            "fwd_iters_mean": score.solve.mean_iterations}));
         self.history.valid(step, score.loss);
         self.history.plot(&self.dir.plot())?;
         if let Some(since) = self.recovery.streak_start() {
@@ -384,6 +387,8 @@ impl Session {
             "best_step": t.step, "valid_loss": v.loss, "test_loss": s.loss,
             "valid_ppl": v.perplexity(), "test_ppl": s.perplexity(),
             "valid_scored": v.scored, "test_scored": s.scored,
+            "valid_fwd_resid_mean": v.solve.mean_rel, "test_fwd_resid_mean": s.solve.mean_rel,
+            "valid_fwd_resid_max": v.solve.max_rel, "test_fwd_resid_max": s.solve.max_rel,
             "train_seconds": train_seconds, "tokens_per_second": tokens_per_second}));
         println!(
             "{summary}; best checkpoint (step {}): valid ppl {:.2}, test ppl {:.2}",
@@ -402,7 +407,7 @@ impl Session {
 }
 
 fn print_scored(name: &str, s: &Score) {
-    println!("  {name}: {}", s.describe());
+    println!("  {name}: {}; {}", s.solve.describe(), s.describe());
 }
 
 fn train_record(m: &StepMetrics) -> Value {
