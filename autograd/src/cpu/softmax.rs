@@ -73,9 +73,7 @@ pub fn backward_in_place<T: Float>(y: &[T], g: &mut [T], d: usize, log: bool) {
         let yr = &y[r * d..(r + 1) * d];
         if log {
             let s = rows::sum(gr);
-            gr.iter_mut()
-                .zip(yr)
-                .for_each(|(g, &y)| *g -= y.exp_fast() * s);
+            rows::scaled_exp(yr, T::ZERO, -s, gr, true);
         } else {
             let dot = rows::dot(gr, yr);
             gr.iter_mut()
