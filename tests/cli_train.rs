@@ -443,7 +443,7 @@ fn a_flag_that_would_change_a_resumed_run_exits_2_naming_it() {
     }
     let before = snapshot(&dir);
     let last = run.join("last.safetensors");
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 12] = [
         (&["--lr", "0.1"], "--lr"),
         (&["--batch", "2"], "--batch"),
         (&["--seq-len", "4"], "--seq-len"),
@@ -451,6 +451,7 @@ fn a_flag_that_would_change_a_resumed_run_exits_2_naming_it() {
         (&["--model", "trellisnet"], "--model"),
         (&["--config", s(&cfg)], "--config"),
         (&["--seed", "7"], "--seed"),
+        (&["--jac-weight", "2"], "--jac-weight"),
         (&["--eval-batch", "1"], "--eval-batch"),
         (&["--eval-mem-len", "3"], "--eval-mem-len"),
         (&["--level", "char"], "--level"),

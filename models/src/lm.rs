@@ -5,7 +5,7 @@ use crate::cells::{DeqTransformerCell, TransformerConfig, TrellisConfig, Trellis
 use crate::layers::Linear;
 use crate::params::{ParamId, ParamStore};
 use deq_autograd::{Float, Rng, Tensor, Var};
-use deq_solvers::implicit::{deq, DeqConfig, DeqStats, VariationalDropout};
+use deq_solvers::implicit::{deq, jacobian_penalty, DeqConfig, DeqStats, VariationalDropout};
 use serde::{Deserialize, Serialize};
 
 /// Which cell, with its sizes.
@@ -120,6 +120,18 @@ pub struct ForwardOutput<T: Float> {
     pub stats: DeqStats,
     /// Memory for the next segment.
     pub memory: Memory<T>,
+    /// The Jacobian penalty `‖J_f(z*)‖_F² / N`, when asked for
+    /// ([`LanguageModel::forward_regularised`]).
+    pub jacobian: Option<Var<T>>,
+}
+
+/// A request for the Jacobian penalty at the equilibrium: probes per estimate and the
+/// generator they are drawn from.
+pub struct JacobianProbe<'a> {
+    /// Gaussian probes.
+    pub n_vecs: usize,
+    /// Where they come from.
+    pub rng: &'a mut Rng,
 }
 
 /// A DEQ language model with its parameters.
@@ -192,11 +204,31 @@ impl<T: Float> LanguageModel<T> {
         deq_cfg: &DeqConfig,
         rng: Option<&mut Rng>,
     ) -> ForwardOutput<T> {
-        let (logits, stats, memory) = self.logits(p, tokens, batch, mem, deq_cfg, rng);
+        self.forward_regularised(p, tokens, targets, batch, mem, deq_cfg, rng, None)
+    }
+
+    /// [`LanguageModel::forward`], and with `jac` the Jacobian penalty of the cell at the
+    /// segment's equilibrium, recorded through the injection and the parameters
+    /// ([`jacobian_penalty`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_regularised(
+        &self,
+        p: &[Var<T>],
+        tokens: &[usize],
+        targets: &[usize],
+        batch: usize,
+        mem: &Memory<T>,
+        deq_cfg: &DeqConfig,
+        rng: Option<&mut Rng>,
+        jac: Option<JacobianProbe<'_>>,
+    ) -> ForwardOutput<T> {
+        let (logits, stats, memory, jacobian) =
+            self.logits_and_penalty(p, tokens, batch, mem, deq_cfg, rng, jac);
         ForwardOutput {
             loss: logits.cross_entropy(targets),
             stats,
             memory,
+            jacobian,
         }
     }
 
@@ -209,8 +241,24 @@ impl<T: Float> LanguageModel<T> {
         batch: usize,
         mem: &Memory<T>,
         deq_cfg: &DeqConfig,
-        mut rng: Option<&mut Rng>,
+        rng: Option<&mut Rng>,
     ) -> (Var<T>, DeqStats, Memory<T>) {
+        let (logits, stats, memory, _) =
+            self.logits_and_penalty(p, tokens, batch, mem, deq_cfg, rng, None);
+        (logits, stats, memory)
+    }
+
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn logits_and_penalty(
+        &self,
+        p: &[Var<T>],
+        tokens: &[usize],
+        batch: usize,
+        mem: &Memory<T>,
+        deq_cfg: &DeqConfig,
+        mut rng: Option<&mut Rng>,
+        jac: Option<JacobianProbe<'_>>,
+    ) -> (Var<T>, DeqStats, Memory<T>, Option<Var<T>>) {
         let t = tokens.len() / batch;
         let d = self.cfg.d_embed;
         let device = p[self.emb.0].value().device();
@@ -220,7 +268,7 @@ impl<T: Float> LanguageModel<T> {
                 emb = VariationalDropout::new(&[batch, 1, d], self.cfg.emb_dropout, r).apply(&emb);
             }
         }
-        let (out, stats, memory) = match &self.cell {
+        let (out, stats, memory, jacobian) = match &self.cell {
             Cell::Transformer { cell, inject } => {
                 let u = inject.forward(p, &emb);
                 let memory = mem.z.as_ref().zip(mem.u.as_ref());
@@ -229,12 +277,14 @@ impl<T: Float> LanguageModel<T> {
                 let step = cell.step(batch, rng);
                 let z0 = Tensor::zeros_on(&[batch, t, d], device);
                 let res = deq(&step, &u, &eff, &z0, deq_cfg);
+                let jacobian =
+                    jac.map(|j| jacobian_penalty(&step, &u, &eff, res.z.value(), j.n_vecs, j.rng));
                 let m = cell.cfg.mem_len;
                 let memory = Memory {
                     z: keep_last(mem.z.as_ref(), res.z.value(), m),
                     u: keep_last(mem.u.as_ref(), u.value(), m),
                 };
-                (res.z, res.stats, memory)
+                (res.z, res.stats, memory, jacobian)
             }
             Cell::Trellis {
                 cell,
@@ -259,16 +309,18 @@ impl<T: Float> LanguageModel<T> {
                 let step = cell.step(batch, Some(history), rng);
                 let z0 = Tensor::zeros_on(&[batch, t, 2 * h], device);
                 let res = deq(&step, &u, &eff, &z0, deq_cfg);
+                let jacobian =
+                    jac.map(|j| jacobian_penalty(&step, &u, &eff, res.z.value(), j.n_vecs, j.rng));
                 let memory = Memory {
                     z: Some(last_position(res.z.value())),
                     u: Some(last_position(emb.value())),
                 };
                 // The output is the last d_embed channels of h.
-                (res.z.narrow(2, h - d, d), res.stats, memory)
+                (res.z.narrow(2, h - d, d), res.stats, memory, jacobian)
             }
         };
         let logits = out.linear(&p[self.emb.0], Some(&p[self.out_bias.0]));
-        (logits, stats, memory)
+        (logits, stats, memory, jacobian)
     }
 
     /// The parameters the embedding and output use (for reporting).

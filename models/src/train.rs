@@ -3,7 +3,7 @@
 //! [`crate::config`] (re-exported here).
 
 use crate::data::Batched;
-use crate::lm::{LanguageModel, Memory};
+use crate::lm::{JacobianProbe, LanguageModel, Memory};
 use crate::optim::{clip_grad_norm, Adam};
 use deq_autograd::device::DeviceError;
 use deq_autograd::{no_grad, Device, Rng, Tape, Tensor, Var};
@@ -12,6 +12,9 @@ use serde::Serialize;
 use std::time::Instant;
 
 pub use crate::config::{EvalConfig, TrainConfig, PRESETS};
+
+/// Mixes the step number into the Jacobian penalty's seed (an odd 64-bit constant).
+const JAC_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// What one training step measured.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -41,6 +44,8 @@ pub struct StepMetrics {
     /// The forward solver's residual trace of the first sample.
     #[serde(skip)]
     pub fwd_trace: Vec<f64>,
+    /// The Jacobian penalty `‖J_f(z*)‖_F² / N` when this step added it (before its weight).
+    pub jac_loss: Option<f64>,
 }
 
 /// A model, its optimiser and the position in the data: everything to continue training.
@@ -141,7 +146,17 @@ impl Trainer {
         let deq_cfg = self.deq_for_step();
         let tape = Tape::new();
         let p = self.model.store.leaves(&tape);
-        let out = self.model.forward(
+        // The penalty's draws come from a generator of their own, seeded by the step, so that
+        // turning it on leaves the dropout and data streams as they were and a resumed run
+        // draws what an uninterrupted one would.
+        let jac = &self.cfg.jac;
+        let mut probe_rng = Rng::new(self.cfg.seed ^ (self.step as u64).wrapping_mul(JAC_SEED));
+        let regularise = jac.enabled() && probe_rng.uniform() < jac.freq;
+        let probe = regularise.then_some(JacobianProbe {
+            n_vecs: jac.n_vecs,
+            rng: &mut probe_rng,
+        });
+        let out = self.model.forward_regularised(
             &p,
             &inputs,
             &targets,
@@ -149,18 +164,27 @@ impl Trainer {
             &self.memory,
             &deq_cfg,
             Some(&mut self.rng),
+            probe,
         );
         let loss = out.loss.item() as f64;
+        let jac_loss = out.jacobian.as_ref().map(|j| j.item() as f64);
+        let objective = match &out.jacobian {
+            Some(j) => out.loss.add(&j.mul_scalar(jac.weight)),
+            None => out.loss.clone(),
+        };
         let wrt: Vec<&Var<f32>> = p.iter().collect();
         let one = Tensor::scalar(1.0)
             .to_device(self.device())
             .expect("the parameters' device is open");
-        let mut grads = tape.vjp(&[&out.loss], &[&one], &wrt);
+        let mut grads = tape.vjp(&[&objective], &[&one], &wrt);
         drop(tape);
         let grad_norm = clip_grad_norm(&mut grads, self.cfg.clip);
         let lr = self.cfg.schedule.at(self.step) * self.lr_scale;
         let diverged = out.stats.forward.as_ref().is_some_and(|s| s.any_diverged());
-        let skipped = !loss.is_finite() || !grad_norm.is_finite() || diverged;
+        let skipped = !loss.is_finite()
+            || !grad_norm.is_finite()
+            || diverged
+            || jac_loss.is_some_and(|j| !j.is_finite());
         if skipped {
             self.skips += 1;
         } else {
@@ -193,6 +217,7 @@ impl Trainer {
                 .as_ref()
                 .and_then(|s| s.rel_trace.first().cloned())
                 .unwrap_or_default(),
+            jac_loss,
         }
     }
 

@@ -252,3 +252,30 @@ fn scoring_reports_the_evaluation_forward_residual() {
     );
     assert!(tight.describe().starts_with("forward residual"));
 }
+
+/// The Jacobian regularisation settings: off in every preset and in a configuration written
+/// without them; out-of-range values are errors naming the field.
+#[test]
+fn jacobian_regularisation_is_off_by_default_and_validated() {
+    for name in PRESETS {
+        assert!(!preset(name).jac.enabled(), "{name}");
+    }
+    let mut json = serde_json::to_value(preset("tiny")).unwrap();
+    json.as_object_mut().unwrap().remove("jac");
+    let c: TrainConfig = serde_json::from_value(json).unwrap();
+    assert_eq!(c.jac, preset("tiny").jac);
+    for (field, set) in [
+        (
+            "jac.weight",
+            (|c: &mut TrainConfig| c.jac.weight = -1.0) as fn(&mut TrainConfig),
+        ),
+        ("jac.weight", |c| c.jac.weight = f64::NAN),
+        ("jac.freq", |c| c.jac.freq = 1.5),
+        ("jac.n_vecs", |c| c.jac.n_vecs = 0),
+    ] {
+        let mut c = preset("tiny");
+        set(&mut c);
+        let err = c.validate().unwrap_err();
+        assert!(err.contains(field), "{field}: {err}");
+    }
+}

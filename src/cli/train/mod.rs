@@ -49,6 +49,13 @@ pub struct TrainArgs {
     /// Random seed of initialisation, dropout and data order.
     #[arg(long)]
     seed: Option<u64>,
+    /// Jacobian regularisation: weight of ‖J_f(z*)‖²_F / N in the loss (0: off, the default;
+    /// the reference's DEQ-Transformer runs use about 2).
+    #[arg(long)]
+    jac_weight: Option<f64>,
+    /// Jacobian regularisation: probability that a step adds the penalty (default 0.35).
+    #[arg(long)]
+    jac_freq: Option<f64>,
     /// Streams of the validation and test evaluations.
     #[arg(long)]
     eval_batch: Option<usize>,

@@ -414,7 +414,7 @@ fn train_record(m: &StepMetrics) -> Value {
     json!({"kind": "train", "step": m.step, "loss": m.loss, "lr": m.lr,
     "grad_norm": m.grad_norm, "fwd_iters": m.fwd_iters, "fwd_resid": m.fwd_resid,
     "bwd_iters": m.bwd_iters, "bwd_resid": m.bwd_resid, "skipped": m.skipped,
-    "tokens": m.tokens, "seconds": m.seconds, "fwd_trace": m.fwd_trace})
+    "tokens": m.tokens, "seconds": m.seconds, "fwd_trace": m.fwd_trace, "jac_loss": m.jac_loss})
 }
 
 /// A run resumed into another directory brings its best checkpoint along, so that its final

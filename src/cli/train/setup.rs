@@ -75,6 +75,12 @@ fn configure(a: &TrainArgs, corpus: &Corpus) -> Result<TrainConfig> {
     if let Some(seed) = a.seed {
         cfg.seed = seed;
     }
+    if let Some(w) = a.jac_weight {
+        cfg.jac.weight = w;
+    }
+    if let Some(f) = a.jac_freq {
+        cfg.jac.freq = f;
+    }
     if let Some(b) = a.eval_batch {
         cfg.eval.batch = b;
     }
@@ -167,6 +173,8 @@ fn refuse_changes(a: &TrainArgs) -> Result<()> {
         ("--seq-len", a.seq_len.is_some()),
         ("--lr", a.lr.is_some()),
         ("--seed", a.seed.is_some()),
+        ("--jac-weight", a.jac_weight.is_some()),
+        ("--jac-freq", a.jac_freq.is_some()),
         ("--eval-batch", a.eval_batch.is_some()),
         ("--eval-seq-len", a.eval_seq_len.is_some()),
         ("--eval-mem-len", a.eval_mem_len.is_some()),
