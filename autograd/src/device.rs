@@ -213,7 +213,16 @@ fn on_device_panic(what: &str, n: usize) -> ! {
 /// The device all `operands` of `op` live on; panics (naming the op and the devices) when they
 /// differ, like a shape mismatch.
 pub(crate) fn common_device<T: Float>(op: &str, operands: &[&crate::Tensor<T>]) -> Device {
-    let first = operands.first().map_or(Device::Cpu, |t| t.device());
+    common_device_of(op, operands.iter().copied())
+}
+
+/// [`common_device`] of any sequence of operands (the values of an op's `Var` inputs).
+pub(crate) fn common_device_of<'a, T: Float>(
+    op: &str,
+    operands: impl IntoIterator<Item = &'a crate::Tensor<T>>,
+) -> Device {
+    let mut operands = operands.into_iter();
+    let first = operands.next().map_or(Device::Cpu, |t| t.device());
     for t in operands {
         assert_eq!(
             t.device(),
@@ -230,4 +239,106 @@ pub(crate) fn common_device<T: Float>(op: &str, operands: &[&crate::Tensor<T>]) 
 pub(crate) fn buf<'a, T: Float>(op: &str, t: &'a crate::Tensor<T>) -> &'a deq_cuda::GpuBuffer<T> {
     t.gpu()
         .unwrap_or_else(|| panic!("{op}: expected a cuda tensor, got one on {}", t.device()))
+}
+
+// The dispatch seam of the ops. An op file (`crate::ops::*`) holds the `Var` method, the shape
+// checks and the backward rule; it picks its kernel with one `match` on the device, naming the
+// CUDA kernel (`crate::cuda::*`) through the macros below, so that the op file itself needs no
+// `#[cfg(feature = "cuda")]`: without the feature the CUDA tokens are dropped before name
+// resolution.
+
+/// The CUDA arm of an op's device dispatch: `Device::Cuda(_) => on_cuda!(kernel(...))`.
+/// Without the `cuda` feature no tensor lives on a CUDA device, and the arm is unreachable.
+#[cfg(feature = "cuda")]
+macro_rules! on_cuda {
+    ($e:expr) => {
+        $e
+    };
+}
+
+/// The CUDA arm of an op's device dispatch (this build has none, so it is unreachable).
+#[cfg(not(feature = "cuda"))]
+macro_rules! on_cuda {
+    ($($t:tt)*) => {
+        unreachable!("a CUDA tensor in a build without the `cuda` feature")
+    };
+}
+
+/// The `vjp_gpu` method of a [`Backward`](crate::Backward) impl, written as a closure over the
+/// recorded op, the input index, the cotangent, the gradient buffer and the accumulate flag:
+/// `cuda_vjp!(|op, k, g, dst, acc| crate::cuda::x::backward(g, op.d, dst, acc));`. Compiled
+/// only with the `cuda` feature (the trait method exists only there).
+#[cfg(feature = "cuda")]
+macro_rules! cuda_vjp {
+    (|$op:ident, $k:ident, $g:ident, $dst:ident, $acc:ident| $body:expr) => {
+        fn vjp_gpu(
+            &self,
+            $k: usize,
+            $g: &deq_cuda::GpuBuffer<T>,
+            $dst: &mut deq_cuda::GpuBuffer<T>,
+            $acc: bool,
+        ) {
+            let $op = self;
+            $body
+        }
+    };
+}
+
+/// The `vjp_gpu` method of a [`Backward`](crate::Backward) impl (nothing in this build).
+#[cfg(not(feature = "cuda"))]
+macro_rules! cuda_vjp {
+    ($($t:tt)*) => {};
+}
+
+/// A type that exists only with the `cuda` feature (a device buffer kept for a VJP), for the
+/// device half of a [`Kept`]; `()` without the feature, where no value of it is made.
+#[cfg(feature = "cuda")]
+macro_rules! cuda_type {
+    ($t:ty) => {
+        $t
+    };
+}
+
+/// A type that exists only with the `cuda` feature (`()` in this build).
+#[cfg(not(feature = "cuda"))]
+macro_rules! cuda_type {
+    ($t:ty) => {
+        ()
+    };
+}
+
+pub(crate) use {cuda_type, cuda_vjp, on_cuda};
+
+/// What a recording keeps for its VJP, in the form of the device that ran its forward pass:
+/// `H` on the host, `D` (a [`cuda_type!`]) on a CUDA device. A VJP runs on the device of its
+/// recording, so each half reads only its own form.
+pub(crate) enum Kept<H, D> {
+    /// Kept by a forward pass on the host.
+    Host(H),
+    /// Kept by a forward pass on a CUDA device.
+    #[cfg(feature = "cuda")]
+    Cuda(D),
+    /// Stands in for the device half in a build without CUDA (no value of it exists).
+    #[cfg(not(feature = "cuda"))]
+    #[doc(hidden)]
+    _NoCuda(std::convert::Infallible, std::marker::PhantomData<D>),
+}
+
+impl<H, D> Kept<H, D> {
+    /// The host form; panics (naming `op`) for a recording made on a device.
+    pub(crate) fn host(&self, op: &str) -> &H {
+        match self {
+            Kept::Host(h) => h,
+            _ => panic!("{op}: recorded on a CUDA device, differentiated on the host"),
+        }
+    }
+
+    /// The device form; panics (naming `op`) for a recording made on the host.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda(&self, op: &str) -> &D {
+        match self {
+            Kept::Cuda(d) => d,
+            Kept::Host(_) => panic!("{op}: recorded on the host, differentiated on a CUDA device"),
+        }
+    }
 }

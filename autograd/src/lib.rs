@@ -66,6 +66,8 @@
 #![warn(missing_docs)]
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod device;
 pub mod float;
 pub mod gradcheck;

@@ -537,3 +537,35 @@ fn reduce_over_batch<T: Float>(
         }
     }
 }
+
+/// Transformer-XL's relative shift of `[.., T, K]` scores (rows of `k` values, `t` query rows
+/// per block, `mem = K − T`): `out[.., i, j] = x[.., i, mem + i − j]` for `j ≤ mem + i`. `out`
+/// must hold zeros (the entries past the diagonal stay 0).
+pub fn rel_shift<T: Float>(x: &[T], t: usize, k: usize, mem: usize, out: &mut [T]) {
+    for row in 0..x.len() / k.max(1) {
+        let i = row % t;
+        let (xr, or) = (&x[row * k..(row + 1) * k], &mut out[row * k..(row + 1) * k]);
+        for j in 0..=(mem + i).min(k - 1) {
+            or[j] = xr[mem + i - j];
+        }
+    }
+}
+
+/// The VJP of [`rel_shift`]: `dst[.., i, mem + i − j] (+)= g[.., i, j]`.
+pub fn rel_shift_backward<T: Float>(
+    g: &[T],
+    t: usize,
+    k: usize,
+    mem: usize,
+    dst: &mut [T],
+    acc: bool,
+) {
+    crate::kernels::prepare(dst, acc);
+    for row in 0..g.len() / k.max(1) {
+        let i = row % t;
+        let (gr, dr) = (&g[row * k..(row + 1) * k], &mut dst[row * k..(row + 1) * k]);
+        for j in 0..=(mem + i).min(k - 1) {
+            dr[mem + i - j] += gr[j];
+        }
+    }
+}

@@ -1,6 +1,6 @@
 //! CPU loops of the fused cross-entropy ([`crate::ops::cross_entropy`]): per row the
-//! log-sum-exp (forward), and `g·(e^(x − lse) − e_t)/N` straight into the gradient buffer
-//! (backward), both vectorised ([`super::rows`]) and parallel over rows.
+//! log-sum-exp, and the mean loss (forward); `g·(e^(x − lse) − e_t)/N` straight into the
+//! gradient buffer (backward); vectorised ([`super::rows`]) and parallel over rows.
 
 use super::rows;
 use crate::float::Float;
@@ -23,6 +23,16 @@ pub fn logsumexp_rows<T: Float>(x: &[T], c: usize, lse: &mut [T]) {
     } else {
         lse.iter_mut().enumerate().for_each(pass);
     }
+}
+
+/// `(1/N) Σ_r (lse_r − x_r[t_r])` over the `N` rows of `x` (`N × c`), accumulated in f64.
+pub fn mean_loss<T: Float>(x: &[T], lse: &[T], targets: &[usize], c: usize) -> f64 {
+    let total: f64 = targets
+        .iter()
+        .enumerate()
+        .map(|(r, &t)| (lse[r] - x[r * c + t]).to_f64())
+        .sum();
+    total / lse.len().max(1) as f64
 }
 
 /// `dst (+)= scale·(softmax(x_r) − e_{t_r})` for every row `r`, from the saved `lse`.

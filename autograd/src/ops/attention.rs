@@ -290,19 +290,8 @@ impl<T: Float> Backward<T> for RelShiftBackward {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let (rows, t, k) = (
-            self.shape[0] * self.shape[1] * self.shape[2],
-            self.shape[2],
-            self.shape[3],
-        );
-        kernels::prepare(dst, acc);
-        for row in 0..rows {
-            let i = row % t;
-            let (gr, dr) = (&g[row * k..(row + 1) * k], &mut dst[row * k..(row + 1) * k]);
-            for j in 0..=(self.mem + i).min(k - 1) {
-                dr[self.mem + i - j] += gr[j];
-            }
-        }
+        let (t, k) = (self.shape[2], self.shape[3]);
+        kernel::rel_shift_backward(g, t, k, self.mem, dst, acc);
     }
 }
 
@@ -324,13 +313,7 @@ impl<T: Float> Var<T> {
         }
         let x = self.value().data();
         let mut out = crate::pool::take_zeroed(x.len());
-        for row in 0..s[0] * s[1] * t {
-            let i = row % t;
-            let (xr, or) = (&x[row * k..(row + 1) * k], &mut out[row * k..(row + 1) * k]);
-            for j in 0..=(mem + i).min(k - 1) {
-                or[j] = xr[mem + i - j];
-            }
-        }
+        kernel::rel_shift(x, t, k, mem, &mut out);
         record(Tensor::from_vec(out, s), &[self], || RelShiftBackward {
             shape,
             mem,

@@ -1,16 +1,20 @@
 //! Element-wise arithmetic with broadcasting (`+ - × ÷`) and scalar shifts and scales.
+//!
+//! `y = a op b` with NumPy broadcasting; the VJP of input `k` is `∂(a op b)/∂(input k) · g`
+//! (`Kind`'s partial derivatives) summed over the axes that input was broadcast along. The
+//! loops are in `crate::cpu::binary` and `crate::cuda::binary`.
 
-use super::broadcast::{broadcast_shape, broadcast_strides, walk1, walk2};
-#[cfg(feature = "cuda")]
-use crate::device::{buf, common_device, Device};
+use super::broadcast::broadcast_shape;
+use crate::cpu::binary as cpu;
+use crate::device::{common_device, cuda_vjp, on_cuda, Device};
 use crate::float::Float;
-use crate::kernels;
 use crate::tape::Backward;
 use crate::tensor::{Shape, Tensor};
 use crate::var::{record, Var};
 
+/// The four operations, with their values and partial derivatives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Add,
     Sub,
     Mul,
@@ -18,7 +22,7 @@ enum Kind {
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Add => "add",
             Kind::Sub => "sub",
@@ -27,19 +31,8 @@ impl Kind {
         }
     }
 
-    #[cfg(feature = "cuda")]
-    fn gpu(self) -> deq_cuda::ops::broadcast::BinaryKind {
-        use deq_cuda::ops::broadcast::BinaryKind as G;
-        match self {
-            Kind::Add => G::Add,
-            Kind::Sub => G::Sub,
-            Kind::Mul => G::Mul,
-            Kind::Div => G::Div,
-        }
-    }
-
     #[inline(always)]
-    fn apply<T: Float>(self, a: T, b: T) -> T {
+    pub(crate) fn apply<T: Float>(self, a: T, b: T) -> T {
         match self {
             Kind::Add => a + b,
             Kind::Sub => a - b,
@@ -50,7 +43,7 @@ impl Kind {
 
     /// ∂(a op b)/∂a · g (k = 0) or ∂/∂b · g (k = 1).
     #[inline(always)]
-    fn partial<T: Float>(self, k: usize, g: T, a: T, b: T) -> T {
+    pub(crate) fn partial<T: Float>(self, k: usize, g: T, a: T, b: T) -> T {
         match (self, k) {
             (Kind::Add, _) => g,
             (Kind::Sub, 0) => g,
@@ -94,20 +87,24 @@ impl<T: Float> Operand<T> {
         }
     }
 
-    /// The values; an unkept operand is never read, so it stands in as an empty slice.
-    fn data(&self) -> &[T] {
+    fn kept(&self) -> Option<&Tensor<T>> {
         match self {
-            Operand::Kept(t) => t.data(),
-            Operand::Shape(_) => &[],
+            Operand::Kept(t) => Some(t),
+            Operand::Shape(_) => None,
         }
     }
 
-    #[cfg(feature = "cuda")]
-    fn tensor(&self) -> &Tensor<T> {
-        match self {
-            Operand::Kept(t) => t,
-            Operand::Shape(_) => unreachable!("gpu recordings keep their operands"),
-        }
+    /// The values; an unkept operand is never read, so it stands in as an empty slice.
+    fn data(&self) -> &[T] {
+        self.kept().map_or(&[], Tensor::data)
+    }
+}
+
+impl<T: Float> BinaryBackward<T> {
+    /// Input `k` and the other operand have the output's shape: no broadcast to undo.
+    fn same_shape(&self, k: usize) -> bool {
+        let target = if k == 0 { &self.a } else { &self.b };
+        target.shape() == &self.out[..] && self.a.shape() == self.b.shape()
     }
 }
 
@@ -117,137 +114,57 @@ impl<T: Float> Backward<T> for BinaryBackward<T> {
     }
 
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let kind = self.kind;
         let (a, b) = (self.a.data(), self.b.data());
-        let target = if k == 0 { &self.a } else { &self.b };
-        if target.shape() == &self.out[..] && self.a.shape() == self.b.shape() {
-            match kind {
-                Kind::Add => kernels::write(dst, g, acc),
-                Kind::Sub if k == 0 => kernels::write(dst, g, acc),
-                Kind::Sub => kernels::map_into(dst, g, |g| -g, acc),
-                Kind::Mul if k == 0 => kernels::zip_into(dst, g, b, |g, b| g * b, acc),
-                Kind::Mul => kernels::zip_into(dst, g, a, |g, a| g * a, acc),
-                Kind::Div if k == 0 => kernels::zip_into(dst, g, b, |g, b| g / b, acc),
-                Kind::Div => kernels::zip3_into(dst, g, a, b, |g, a, b| -g * a / (b * b), acc),
-            }
-            return;
+        if self.same_shape(k) {
+            cpu::backward_same_shape(self.kind, k, g, (a, b), dst, acc);
+        } else {
+            let (a, b) = ((a, self.a.shape()), (b, self.b.shape()));
+            cpu::backward_broadcast(self.kind, k, g, a, b, &self.out, dst, acc);
         }
-        kernels::prepare(dst, acc);
-        if matches!(kind, Kind::Add | Kind::Sub) {
-            // ±g summed over the broadcast axes; the operands are not kept, nor read.
-            let sign = if kind == Kind::Sub && k == 1 {
-                -T::ONE
-            } else {
-                T::ONE
-            };
-            reduce_broadcast(g, target.shape(), &self.out, sign, dst);
-            return;
-        }
-        let sa = broadcast_strides(self.a.shape(), &self.out);
-        let sb = broadcast_strides(self.b.shape(), &self.out);
-        let (av, bv) = (a, b);
-        walk2(&self.out, &sa, &sb, |i, ia, ib| {
-            let d = kind.partial(k, g[i], av[ia], bv[ib]);
-            dst[if k == 0 { ia } else { ib }] += d;
-        });
     }
 
     fn vjp_in_place(&self, k: usize, g: &mut [T]) -> bool {
-        let target = if k == 0 { &self.a } else { &self.b };
-        if target.shape() != &self.out[..] || self.a.shape() != self.b.shape() {
-            return false;
-        }
-        match (self.kind, k) {
-            (Kind::Add, _) | (Kind::Sub, 0) => {}
-            (Kind::Sub, _) => kernels::map_self(g, |g| -g),
-            (Kind::Mul, 0) => kernels::zip_into_self(g, self.b.data(), |g, b| g * b),
-            (Kind::Mul, _) => kernels::zip_into_self(g, self.a.data(), |g, a| g * a),
-            (Kind::Div, 0) => kernels::zip_into_self(g, self.b.data(), |g, b| g / b),
-            (Kind::Div, _) => return false,
-        }
-        true
+        let operands = (self.a.data(), self.b.data());
+        self.same_shape(k) && cpu::backward_same_shape_in_place(self.kind, k, g, operands)
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        let name = self.kind.name();
-        let a = (buf(name, self.a.tensor()), self.a.shape());
-        let b = (buf(name, self.b.tensor()), self.b.shape());
-        deq_cuda::ops::broadcast::binary_backward(self.kind.gpu(), k, g, a, b, &self.out, dst, acc);
+    cuda_vjp!(|op, k, g, dst, acc| {
+        let expect = "gpu recordings keep their operands";
+        let (a, b) = (op.a.kept().expect(expect), op.b.kept().expect(expect));
+        crate::cuda::binary::backward(op.kind, k, g, a, b, &op.out, dst, acc);
+    });
+}
+
+/// The forward kernel on the operands' device.
+fn forward<T: Float>(kind: Kind, a: &Tensor<T>, b: &Tensor<T>, out_shape: &[usize]) -> Tensor<T> {
+    match common_device(kind.name(), &[a, b]) {
+        Device::Cpu => {
+            let mut out = crate::pool::take(out_shape.iter().product());
+            cpu::forward(
+                kind,
+                (a.data(), a.shape()),
+                (b.data(), b.shape()),
+                out_shape,
+                &mut out,
+            );
+            Tensor::from_vec(out, out_shape)
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::binary::forward(kind, a, b, out_shape)),
     }
 }
 
 fn binary<T: Float>(kind: Kind, a: &Var<T>, b: &Var<T>) -> Var<T> {
     let (av, bv) = (a.value(), b.value());
     let out_shape = broadcast_shape(kind.name(), av.shape(), bv.shape());
-    #[cfg(feature = "cuda")]
-    if common_device(kind.name(), &[av, bv]) != Device::Cpu {
-        let (name, a_shape, b_shape) = (kind.name(), av.shape(), bv.shape());
-        let out = deq_cuda::ops::broadcast::binary(
-            kind.gpu(),
-            buf(name, av),
-            a_shape,
-            buf(name, bv),
-            b_shape,
-            &out_shape,
-        );
-        let value = Tensor::from_gpu(out, &out_shape);
-        return record(value, &[a, b], || BinaryBackward {
-            kind,
-            a: Operand::new(av, true),
-            b: Operand::new(bv, true),
-            out: out_shape.clone(),
-        });
-    }
-    let numel: usize = out_shape.iter().product();
-    let mut out = crate::pool::take(numel);
-    if av.shape() == bv.shape() {
-        kernels::zip_into(
-            &mut out,
-            av.data(),
-            bv.data(),
-            |x, y| kind.apply(x, y),
-            false,
-        );
-    } else {
-        let sa = broadcast_strides(av.shape(), &out_shape);
-        let sb = broadcast_strides(bv.shape(), &out_shape);
-        let (ad, bd) = (av.data(), bv.data());
-        walk2(&out_shape, &sa, &sb, |i, ia, ib| {
-            out[i] = kind.apply(ad[ia], bd[ib])
-        });
-    }
-    let value = Tensor::from_vec(out, &out_shape);
-    let keep = matches!(kind, Kind::Mul | Kind::Div);
+    let value = forward(kind, av, bv, &out_shape);
+    // The device kernel reads both operands; on the host only `mul` and `div` read them.
+    let keep = value.device() != Device::Cpu || matches!(kind, Kind::Mul | Kind::Div);
     record(value, &[a, b], || BinaryBackward {
         kind,
         a: Operand::new(av, keep),
         b: Operand::new(bv, keep),
         out: out_shape.clone(),
     })
-}
-
-/// `dst += sign · g` summed over the axes along which `target` was broadcast to `out`. A
-/// target that is a trailing block of `out` (a bias `[d]` over `[B, T, d]`) is a sum of
-/// contiguous rows; anything else walks the broadcast strides.
-fn reduce_broadcast<T: Float>(g: &[T], target: &[usize], out: &[usize], sign: T, dst: &mut [T]) {
-    let n: usize = target.iter().product();
-    let lead = out.len() - target.len();
-    let trailing = target.iter().zip(&out[lead..]).all(|(a, b)| a == b);
-    if trailing && n > 0 {
-        for row in g.chunks_exact(n) {
-            dst.iter_mut().zip(row).for_each(|(d, &v)| *d += sign * v);
-        }
-        return;
-    }
-    let st = broadcast_strides(target, out);
-    walk1(out, &st, |i, it| dst[it] += sign * g[i]);
 }
 
 struct ScalarBackward {
@@ -260,31 +177,26 @@ impl<T: Float> Backward<T> for ScalarBackward {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        if self.scale == 1.0 {
-            kernels::write(dst, g, acc);
-        } else {
-            let s = T::from_f64(self.scale);
-            kernels::map_into(dst, g, |g| g * s, acc);
-        }
+        cpu::scale(g, self.scale, dst, acc);
     }
 
     fn vjp_in_place(&self, _k: usize, g: &mut [T]) -> bool {
-        if self.scale != 1.0 {
-            let s = T::from_f64(self.scale);
-            kernels::map_self(g, |g| g * s);
-        }
+        cpu::scale_in_place(g, self.scale);
         true
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        deq_cuda::ops::elementwise::scale_into(g, self.scale, dst, acc);
+    cuda_vjp!(|op, _k, g, dst, acc| crate::cuda::binary::scale(g, op.scale, dst, acc));
+}
+
+/// `scale · x + shift` on `x`'s device.
+fn affine<T: Float>(x: &Tensor<T>, scale: f64, shift: f64) -> Tensor<T> {
+    match x.device() {
+        Device::Cpu => {
+            let mut out = crate::pool::take(x.numel());
+            cpu::affine(x.data(), scale, shift, &mut out);
+            Tensor::from_vec(out, x.shape())
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::binary::affine(x, scale, shift)),
     }
 }
 
@@ -311,14 +223,7 @@ impl<T: Float> Var<T> {
 
     /// `self · scale + shift` with constant scalars.
     pub fn affine(&self, scale: f64, shift: f64) -> Var<T> {
-        #[cfg(feature = "cuda")]
-        if let Some(x) = self.value().gpu() {
-            let y = deq_cuda::ops::elementwise::affine(x, scale, shift);
-            let value = Tensor::from_gpu(y, self.shape());
-            return record(value, &[self], || ScalarBackward { scale });
-        }
-        let (s, c) = (T::from_f64(scale), T::from_f64(shift));
-        let value = self.value().map(move |x| x * s + c);
+        let value = affine(self.value(), scale, shift);
         record(value, &[self], || ScalarBackward { scale })
     }
 

@@ -5,48 +5,30 @@
 //! Each tap is one matrix product of a time-shifted block of rows (no im2col copy); the VJPs
 //! are the matching products `∂x_shift += g·W[j]ᵀ`, `∂W[j] += x_shiftᵀ·g`.
 //! On CUDA tensors the taps are cuBLAS products placed by row offsets, batched over `B`
-//! (`deq_cuda::ops::conv1d`).
+//! (`deq_cuda::ops::conv1d`). The kernels are in `crate::cpu::conv1d` and `crate::cuda::conv1d`.
 
-#[cfg(feature = "cuda")]
-use crate::device::buf;
-use crate::device::common_device;
+use crate::cpu::conv1d as cpu;
+use crate::device::{common_device, cuda_vjp, on_cuda, Device};
 use crate::float::Float;
-use crate::kernels::{self, gemm, Operand};
 use crate::tape::Backward;
 use crate::tensor::Tensor;
 use crate::var::{record, Var};
 
+/// The sizes of one convolution: `[B, T, C_in]` input, `[K, C_in, C_out]` weight, dilation.
 #[derive(Clone, Copy)]
-struct ConvDims {
-    batch: usize,
-    time: usize,
-    c_in: usize,
-    c_out: usize,
-    taps: usize,
-    dilation: usize,
+pub(crate) struct ConvDims {
+    pub(crate) batch: usize,
+    pub(crate) time: usize,
+    pub(crate) c_in: usize,
+    pub(crate) c_out: usize,
+    pub(crate) taps: usize,
+    pub(crate) dilation: usize,
 }
 
 impl ConvDims {
-    #[cfg(feature = "cuda")]
-    fn gpu(&self) -> deq_cuda::ops::conv1d::ConvShape {
-        deq_cuda::ops::conv1d::ConvShape {
-            batch: self.batch,
-            time: self.time,
-            c_in: self.c_in,
-            c_out: self.c_out,
-            taps: self.taps,
-            dilation: self.dilation,
-        }
-    }
-
-    /// Time shift of tap `j`.
-    fn shift(&self, j: usize) -> usize {
+    /// Time shift of tap `j`: `(K - 1 - j)·d`.
+    pub(crate) fn shift(&self, j: usize) -> usize {
         (self.taps - 1 - j) * self.dilation
-    }
-
-    fn rows<'a, T>(&self, data: &'a [T], b: usize, from: usize, count: usize, c: usize) -> &'a [T] {
-        let start = (b * self.time + from) * c;
-        &data[start..start + count * c]
     }
 }
 
@@ -56,77 +38,6 @@ struct Conv1dBackward<T: Float> {
     d: ConvDims,
 }
 
-impl<T: Float> Conv1dBackward<T> {
-    fn grad_x(&self, g: &[T], dst: &mut [T], acc: bool) {
-        let d = self.d;
-        kernels::prepare(dst, acc);
-        for b in 0..d.batch {
-            for j in 0..d.taps {
-                let s = d.shift(j);
-                if s >= d.time {
-                    continue;
-                }
-                let n = d.time - s;
-                let start = b * d.time * d.c_in;
-                let out = &mut dst[start..start + n * d.c_in];
-                let gs = Operand {
-                    data: d.rows(g, b, s, n, d.c_out),
-                    rows: n,
-                    cols: d.c_out,
-                    trans: false,
-                };
-                let wj = Operand {
-                    data: tap(&self.w, j, d),
-                    rows: d.c_in,
-                    cols: d.c_out,
-                    trans: true,
-                };
-                gemm(out, gs, wj, T::ONE, true);
-            }
-        }
-    }
-
-    fn grad_w(&self, g: &[T], dst: &mut [T], acc: bool) {
-        let d = self.d;
-        kernels::prepare(dst, acc);
-        let x = self.x.data();
-        for j in 0..d.taps {
-            let s = d.shift(j);
-            if s >= d.time {
-                continue;
-            }
-            let n = d.time - s;
-            let out = &mut dst[j * d.c_in * d.c_out..(j + 1) * d.c_in * d.c_out];
-            for b in 0..d.batch {
-                let xs = Operand {
-                    data: d.rows(x, b, 0, n, d.c_in),
-                    rows: n,
-                    cols: d.c_in,
-                    trans: true,
-                };
-                let gs = Operand {
-                    data: d.rows(g, b, s, n, d.c_out),
-                    rows: n,
-                    cols: d.c_out,
-                    trans: false,
-                };
-                gemm(out, xs, gs, T::ONE, true);
-            }
-        }
-    }
-
-    fn grad_bias(&self, g: &[T], dst: &mut [T], acc: bool) {
-        kernels::prepare(dst, acc);
-        for row in g.chunks(self.d.c_out) {
-            dst.iter_mut().zip(row).for_each(|(o, &v)| *o += v);
-        }
-    }
-}
-
-fn tap<T: Float>(w: &Tensor<T>, j: usize, d: ConvDims) -> &[T] {
-    &w.data()[j * d.c_in * d.c_out..(j + 1) * d.c_in * d.c_out]
-}
-
 impl<T: Float> Backward<T> for Conv1dBackward<T> {
     fn name(&self) -> &'static str {
         "causal_conv1d"
@@ -134,42 +45,34 @@ impl<T: Float> Backward<T> for Conv1dBackward<T> {
 
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {
         match k {
-            0 => self.grad_x(g, dst, acc),
-            1 => self.grad_w(g, dst, acc),
-            _ => self.grad_bias(g, dst, acc),
+            0 => cpu::grad_input(g, self.w.data(), self.d, dst, acc),
+            1 => cpu::grad_weight(g, self.x.data(), self.d, dst, acc),
+            _ => crate::cpu::linear::bias_grad(g, self.d.c_out, dst, acc),
         }
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        use deq_cuda::ops::conv1d as gpu;
-        let d = self.d.gpu();
-        match k {
-            0 => gpu::grad_input(g, buf("causal_conv1d", &self.w), d, dst, acc),
-            1 => gpu::grad_weight(g, buf("causal_conv1d", &self.x), d, dst, acc),
-            _ => gpu::grad_bias(g, d, dst, acc),
-        }
-    }
+    cuda_vjp!(|op, k, g, dst, acc| match k {
+        0 => crate::cuda::conv1d::grad_input(g, &op.w, op.d, dst, acc),
+        1 => crate::cuda::conv1d::grad_weight(g, &op.x, op.d, dst, acc),
+        _ => crate::cuda::conv1d::grad_bias(g, op.d, dst, acc),
+    });
 }
 
-/// The convolution on the device.
-#[cfg(feature = "cuda")]
-fn forward_gpu<T: Float>(
+/// The forward kernel on the operands' device (checked to be one).
+fn forward<T: Float>(
     x: &Tensor<T>,
     w: &Tensor<T>,
-    bias: Option<&Var<T>>,
+    bias: Option<&Tensor<T>>,
     d: ConvDims,
 ) -> Tensor<T> {
-    let op = "causal_conv1d";
-    let b = bias.map(|b| buf(op, b.value()));
-    let y = deq_cuda::ops::conv1d::forward(buf(op, x), buf(op, w), b, d.gpu());
-    Tensor::from_gpu(y, &[d.batch, d.time, d.c_out])
+    match x.device() {
+        Device::Cpu => {
+            let mut out = crate::pool::take_zeroed(d.batch * d.time * d.c_out);
+            cpu::forward(x.data(), w.data(), bias.map(Tensor::data), d, &mut out);
+            Tensor::from_vec(out, &[d.batch, d.time, d.c_out])
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::conv1d::forward(x, w, bias, d)),
+    }
 }
 
 impl<T: Float> Var<T> {
@@ -206,46 +109,7 @@ impl<T: Float> Var<T> {
             Some(b) => common_device("causal_conv1d", &[self.value(), weight.value(), b.value()]),
             None => common_device("causal_conv1d", &[self.value(), weight.value()]),
         };
-        #[cfg(feature = "cuda")]
-        if self.value().gpu().is_some() {
-            let value = forward_gpu(self.value(), weight.value(), bias, d);
-            return match bias {
-                Some(b) => record(value, &[self, weight, b], make),
-                None => record(value, &[self, weight], make),
-            };
-        }
-        let x = self.value().data();
-        let mut out = crate::pool::take_zeroed(d.batch * d.time * d.c_out);
-        if let Some(b) = bias {
-            for row in out.chunks_mut(d.c_out) {
-                row.copy_from_slice(b.value().data());
-            }
-        }
-        for b in 0..d.batch {
-            for j in 0..d.taps {
-                let s = d.shift(j);
-                if s >= d.time {
-                    continue;
-                }
-                let n = d.time - s;
-                let start = (b * d.time + s) * d.c_out;
-                let dst = &mut out[start..start + n * d.c_out];
-                let xs = Operand {
-                    data: d.rows(x, b, 0, n, d.c_in),
-                    rows: n,
-                    cols: d.c_in,
-                    trans: false,
-                };
-                let wj = Operand {
-                    data: tap(weight.value(), j, d),
-                    rows: d.c_in,
-                    cols: d.c_out,
-                    trans: false,
-                };
-                gemm(dst, xs, wj, T::ONE, true);
-            }
-        }
-        let value = Tensor::from_vec(out, &[d.batch, d.time, d.c_out]);
+        let value = forward(self.value(), weight.value(), bias.map(Var::value), d);
         match bias {
             Some(b) => record(value, &[self, weight, b], make),
             None => record(value, &[self, weight], make),

@@ -3,20 +3,24 @@
 //! Forward, per row of length d: `x̂ = (x - μ)·r` with `μ = mean(x)`, `r = 1/√(var(x) + ε)`
 //! (biased variance), then `y = x̂ ⊙ γ + β`. VJP, with `ĝ = g ⊙ γ`:
 //! `∂x = r·(ĝ - mean(ĝ) - x̂·mean(ĝ ⊙ x̂))`, `∂γ = Σ_rows g ⊙ x̂`, `∂β = Σ_rows g`.
+//! A recording keeps `x`, `γ` and the per-row statistics `(μ, r)`, on the device that computed
+//! them. The loops are in [`crate::cpu::layer_norm`] and `crate::cuda::layer_norm`.
 
-use crate::cpu::layer_norm as kernel;
-#[cfg(feature = "cuda")]
-use crate::device::{buf, common_device};
+use crate::cpu::layer_norm as cpu;
+use crate::device::{common_device, cuda_type, cuda_vjp, on_cuda, Device, Kept};
 use crate::float::Float;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
 use crate::var::{record, Var};
 
+/// Each row's mean and reciprocal standard deviation: `(μ, r)` pairs on the host,
+/// `[μ_0, r_0, μ_1, ...]` on a device (the layout of its kernels).
+type Stats<T> = Kept<Vec<(T, T)>, cuda_type!(deq_cuda::GpuBuffer<T>)>;
+
 struct LayerNormBackward<T: Float> {
     x: Tensor<T>,
     gamma: Option<Tensor<T>>,
-    /// Per-row mean and reciprocal standard deviation.
-    stats: Vec<(T, T)>,
+    stats: Stats<T>,
     d: usize,
 }
 
@@ -30,100 +34,59 @@ impl<T: Float> Backward<T> for LayerNormBackward<T> {
             return false;
         }
         let gamma = self.gamma.as_ref().map(|t| t.data());
-        kernel::backward_x_in_place(self.x.data(), g, gamma, &self.stats, self.d);
+        let stats = self.stats.host("layer_norm");
+        cpu::backward_x_in_place(self.x.data(), g, gamma, stats, self.d);
         true
     }
 
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let (x, d) = (self.x.data(), self.d);
+        let (x, stats, d) = (self.x.data(), self.stats.host("layer_norm"), self.d);
         match k {
             0 => {
                 let gamma = self.gamma.as_ref().map(|t| t.data());
-                kernel::backward_x(x, g, gamma, &self.stats, d, dst, acc)
+                cpu::backward_x(x, g, gamma, stats, d, dst, acc)
             }
-            1 => kernel::backward_affine(x, g, &self.stats, d, false, dst, acc),
-            _ => kernel::backward_affine(x, g, &self.stats, d, true, dst, acc),
+            1 => cpu::backward_affine(x, g, stats, d, false, dst, acc),
+            _ => cpu::backward_affine(x, g, stats, d, true, dst, acc),
         }
     }
-}
 
-/// The backward rule of a layer norm recorded on a CUDA device: the statistics stay on the
-/// device (`[μ_0, rstd_0, μ_1, ...]`, from the forward kernel).
-#[cfg(feature = "cuda")]
-struct LayerNormBackwardGpu<T: Float> {
-    x: Tensor<T>,
-    gamma: Option<Tensor<T>>,
-    stats: deq_cuda::GpuBuffer<T>,
-    d: usize,
-}
-
-#[cfg(feature = "cuda")]
-impl<T: Float> Backward<T> for LayerNormBackwardGpu<T> {
-    fn name(&self) -> &'static str {
-        "layer_norm"
-    }
-
-    fn vjp(&self, _k: usize, _g: &[T], _dst: &mut [T], _acc: bool) {
-        unreachable!("layer_norm: recorded on a CUDA device, differentiated on the host")
-    }
-
-    fn vjp_gpu(
-        &self,
-        k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        use deq_cuda::ops::layer_norm::{self as ln, AffineParam};
-        let x = buf("layer_norm", &self.x);
+    cuda_vjp!(|op, k, g, dst, acc| {
+        use crate::cuda::layer_norm as gpu;
+        let (x, stats, d) = (&op.x, op.stats.cuda("layer_norm"), op.d);
         match k {
-            0 => {
-                let gamma = self.gamma.as_ref().map(|t| buf("layer_norm", t));
-                ln::layer_norm_backward_x(g, x, gamma, &self.stats, self.d, dst, acc)
-            }
-            1 => ln::layer_norm_backward_affine(
-                AffineParam::Gamma,
-                g,
-                x,
-                &self.stats,
-                self.d,
-                dst,
-                acc,
-            ),
-            _ => ln::layer_norm_backward_affine(
-                AffineParam::Beta,
-                g,
-                x,
-                &self.stats,
-                self.d,
-                dst,
-                acc,
-            ),
+            0 => gpu::backward_x(g, x, op.gamma.as_ref(), stats, d, dst, acc),
+            1 => gpu::backward_affine(g, x, stats, d, false, dst, acc),
+            _ => gpu::backward_affine(g, x, stats, d, true, dst, acc),
         }
-    }
+    });
 }
 
-/// The forward pass on a CUDA device (all operands there), recording [`LayerNormBackwardGpu`].
-#[cfg(feature = "cuda")]
-fn layer_norm_gpu<T: Float>(
-    x: &Var<T>,
-    affine: Option<(&Var<T>, &Var<T>)>,
+/// The forward kernel on the operands' device: the output and the per-row statistics.
+fn forward<T: Float>(
+    x: &Tensor<T>,
     d: usize,
+    affine: Option<(&Tensor<T>, &Tensor<T>)>,
     eps: f64,
-) -> Var<T> {
-    let params = affine.map(|(g, b)| (buf("layer_norm", g.value()), buf("layer_norm", b.value())));
-    let (y, stats) =
-        deq_cuda::ops::layer_norm::layer_norm(buf("layer_norm", x.value()), d, params, eps);
-    let value = Tensor::from_gpu(y, x.shape());
-    let make = || LayerNormBackwardGpu {
-        x: x.value().clone(),
-        gamma: affine.map(|(g, _)| g.value().clone()),
-        stats,
-        d,
+) -> (Tensor<T>, Stats<T>) {
+    let device = match affine {
+        Some((g, b)) => common_device("layer_norm", &[x, g, b]),
+        None => x.device(),
     };
-    match affine {
-        Some((g, b)) => record(value, &[x, g, b], make),
-        None => record(value, &[x], make),
+    match device {
+        Device::Cpu => {
+            let xs = x.data();
+            let rows = xs.len().checked_div(d).unwrap_or(0);
+            let mut stats = vec![(T::ZERO, T::ZERO); rows];
+            let mut out = crate::pool::take(xs.len());
+            let params = affine.map(|(g, b)| (g.data(), b.data()));
+            cpu::forward(xs, d, params, T::from_f64(eps), &mut out, &mut stats);
+            (Tensor::from_vec(out, x.shape()), Kept::Host(stats))
+        }
+        Device::Cuda(_) => on_cuda!({
+            let (y, stats) = crate::cuda::layer_norm::forward(x, d, affine, eps);
+            (y, Kept::Cuda(stats))
+        }),
     }
 }
 
@@ -140,23 +103,8 @@ fn layer_norm_impl<T: Float>(x: &Var<T>, affine: Option<(&Var<T>, &Var<T>)>, eps
             b.shape()
         );
     }
-    #[cfg(feature = "cuda")]
-    {
-        let device = match affine {
-            Some((g, b)) => common_device("layer_norm", &[x.value(), g.value(), b.value()]),
-            None => x.value().device(),
-        };
-        if let crate::Device::Cuda(_) = device {
-            return layer_norm_gpu(x, affine, d, eps);
-        }
-    }
-    let xs = x.value().data();
-    let rows = xs.len().checked_div(d).unwrap_or(0);
-    let mut stats = vec![(T::ZERO, T::ZERO); rows];
-    let mut out = crate::pool::take(xs.len());
-    let params = affine.map(|(g, b)| (g.value().data(), b.value().data()));
-    kernel::forward(xs, d, params, T::from_f64(eps), &mut out, &mut stats);
-    let value = Tensor::from_vec(out, shape);
+    let params = affine.map(|(g, b)| (g.value(), b.value()));
+    let (value, stats) = forward(x.value(), d, params, eps);
     let make = || LayerNormBackward {
         x: x.value().clone(),
         gamma: affine.map(|(g, _)| g.value().clone()),

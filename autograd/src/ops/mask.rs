@@ -1,16 +1,18 @@
 //! Masking: `masked_fill` (for example the causal mask of attention) and dropout with a given
 //! mask (so that one mask can be reused across every solver iteration: variational dropout).
+//!
+//! `masked_fill` passes `x` where the mask is false and `value` where it is true, so its VJP is
+//! `g` where the mask is false and zero elsewhere; dropout is `x ⊙ m` with VJP `g ⊙ m`. Masks
+//! broadcast to the input's shape. The loops are in `crate::cpu::mask` and `crate::cuda::mask`.
 
-use super::broadcast::{broadcast_shape, broadcast_strides, walk2};
-#[cfg(feature = "cuda")]
-use crate::device::{buf, common_device};
+use super::broadcast::{broadcast_shape, broadcast_strides};
+use crate::cpu::mask as cpu;
+use crate::device::{common_device, cuda_type, cuda_vjp, on_cuda, Device, Kept};
 use crate::float::Float;
-use crate::kernels::{self, PAR_MIN};
 use crate::rng::Rng;
 use crate::tape::Backward;
 use crate::tensor::{Shape, Tensor};
 use crate::var::{record, Var};
-use rayon::prelude::*;
 
 /// A boolean mask with a shape; `true` marks entries to replace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,8 +63,13 @@ impl Mask {
     }
 }
 
+/// What a masked fill keeps of its mask, in the form its device's kernel reads: on the host
+/// `true` where the input passes through (the mask negated), on a device the mask (true =
+/// filled) as `i32` values.
+type KeptMask = Kept<Vec<bool>, cuda_type!(deq_cuda::IndexBuffer)>;
+
 struct MaskedFillBackward {
-    keep: Vec<bool>,
+    mask: KeptMask,
     out: Shape,
     strides: Shape,
 }
@@ -73,87 +80,43 @@ impl<T: Float> Backward<T> for MaskedFillBackward {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let keep = &self.keep;
-        match repeated_block(&self.out, &self.strides) {
-            Some(block) => {
-                let pass = |(d, gs): (&mut [T], &[T])| {
-                    for ((d, &g), &k) in d.iter_mut().zip(gs).zip(keep) {
-                        let v = if k { g } else { T::ZERO };
-                        *d = if acc { *d + v } else { v };
-                    }
-                };
-                if g.len() >= PAR_MIN {
-                    dst.par_chunks_mut(block)
-                        .zip(g.par_chunks(block))
-                        .for_each(pass);
-                } else {
-                    dst.chunks_mut(block).zip(g.chunks(block)).for_each(pass);
-                }
-            }
-            None => walk2(&self.out, &self.strides, &self.strides, |j, im, _| {
-                let v = if keep[im] { g[j] } else { T::ZERO };
-                dst[j] = if acc { dst[j] + v } else { v };
-            }),
-        }
+        let keep = self.mask.host("masked_fill");
+        cpu::masked_fill_backward(g, keep, &self.out, &self.strides, dst, acc);
     }
+
+    cuda_vjp!(|op, _k, g, dst, acc| {
+        let mask = op.mask.cuda("masked_fill");
+        crate::cuda::mask::masked_fill_backward(g, mask, &op.out, &op.strides, dst, acc)
+    });
 }
 
-/// The backward rule of a masked fill recorded on a CUDA device: the mask (true = filled) as
-/// device `i32` values, read through the broadcast strides.
-#[cfg(feature = "cuda")]
-struct MaskedFillBackwardGpu {
-    mask: deq_cuda::IndexBuffer,
-    out: Shape,
-    strides: Shape,
-}
-
-#[cfg(feature = "cuda")]
-impl<T: Float> Backward<T> for MaskedFillBackwardGpu {
-    fn name(&self) -> &'static str {
-        "masked_fill"
-    }
-
-    fn vjp(&self, _k: usize, _g: &[T], _dst: &mut [T], _acc: bool) {
-        unreachable!("masked_fill: recorded on a CUDA device, differentiated on the host")
-    }
-
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        deq_cuda::ops::mask::masked_fill_backward(
-            g,
-            &self.out,
-            &self.mask,
-            &self.strides,
-            dst,
-            acc,
-        );
-    }
-}
-
-/// The forward pass of [`Var::masked_fill`] on a CUDA device.
-#[cfg(feature = "cuda")]
-fn masked_fill_gpu<T: Float>(
-    x: &Var<T>,
-    xb: &deq_cuda::GpuBuffer<T>,
+/// The masked-fill kernel on `x`'s device, and on a device the mask as uploaded there (a host
+/// recording builds its [`KeptMask`] only when it records).
+fn masked_fill<T: Float>(
+    x: &Tensor<T>,
     mask: &Mask,
     value: f64,
-    out: Shape,
-    strides: Shape,
-) -> Var<T> {
-    let m = deq_cuda::ops::mask::upload_mask(xb.gpu(), mask.data());
-    let y = deq_cuda::ops::mask::masked_fill(xb, &out, &m, &strides, value);
-    record(Tensor::from_gpu(y, &out), &[x], move || {
-        MaskedFillBackwardGpu {
-            mask: m,
-            out,
-            strides,
+    out: &[usize],
+    strides: &[usize],
+) -> (Tensor<T>, Option<KeptMask>) {
+    match x.device() {
+        Device::Cpu => {
+            let mut values = crate::pool::take(x.numel());
+            cpu::masked_fill(
+                x.data(),
+                mask.data(),
+                T::from_f64(value),
+                out,
+                strides,
+                &mut values,
+            );
+            (Tensor::from_vec(values, out), None)
         }
-    })
+        Device::Cuda(_) => on_cuda!({
+            let (y, m) = crate::cuda::mask::masked_fill(x, mask, value, out, strides);
+            (y, Some(Kept::Cuda(m)))
+        }),
+    }
 }
 
 struct DropoutBackward<T: Float> {
@@ -168,43 +131,33 @@ impl<T: Float> Backward<T> for DropoutBackward<T> {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let m = self.mask.data();
-        if self.mask.shape() == &self.out[..] {
-            kernels::zip_into(dst, g, m, |g, m| g * m, acc);
-            return;
-        }
-        walk2(&self.out, &self.strides, &self.strides, |j, im, _| {
-            let v = g[j] * m[im];
-            dst[j] = if acc { dst[j] + v } else { v };
-        });
+        let same_shape = self.mask.shape() == &self.out[..];
+        let (out, strides) = (&self.out, &self.strides);
+        cpu::dropout_backward(g, self.mask.data(), same_shape, out, strides, dst, acc);
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        let m = buf("dropout", &self.mask);
-        deq_cuda::ops::mask::mask_mul(g, m, &self.out, &self.strides, dst, acc);
-    }
+    cuda_vjp!(|op, _k, g, dst, acc| {
+        let (out, strides) = (&op.out, &op.strides);
+        crate::cuda::mask::dropout_backward(g, &op.mask, out, strides, dst, acc)
+    });
 }
 
-/// When a mask broadcast over `out` (with `strides`) is the whole mask repeated over leading
-/// axes (its strides are 0 on a leading run of axes and row-major on the rest), the length of
-/// one repetition; `None` for any other broadcast.
-fn repeated_block(out: &[usize], strides: &[usize]) -> Option<usize> {
-    let lead = strides.iter().take_while(|&&s| s == 0).count();
-    let mut expect = 1;
-    for ax in (lead..out.len()).rev() {
-        if out[ax] != 1 && strides[ax] != expect {
-            return None;
+/// The dropout kernel on the operands' device: `x ⊙ mask`.
+fn dropout<T: Float>(
+    x: &Tensor<T>,
+    mask: &Tensor<T>,
+    out: &[usize],
+    strides: &[usize],
+) -> Tensor<T> {
+    match common_device("dropout", &[x, mask]) {
+        Device::Cpu => {
+            let mut values = crate::pool::take(x.numel());
+            let same_shape = mask.shape() == x.shape();
+            cpu::dropout(x.data(), mask.data(), same_shape, out, strides, &mut values);
+            Tensor::from_vec(values, out)
         }
-        expect *= out[ax];
+        Device::Cuda(_) => on_cuda!(crate::cuda::mask::dropout(x, mask, out, strides)),
     }
-    (expect > 0).then_some(expect)
 }
 
 fn mask_strides(op: &str, mask: &[usize], x: &[usize]) -> Shape {
@@ -234,41 +187,11 @@ impl<T: Float> Var<T> {
     pub fn masked_fill(&self, mask: &Mask, value: f64) -> Var<T> {
         let out = Shape::from_slice(self.shape());
         let strides = mask_strides("masked_fill", mask.shape(), &out);
-        #[cfg(feature = "cuda")]
-        if let Some(xb) = self.value().gpu() {
-            return masked_fill_gpu(self, xb, mask, value, out, strides);
-        }
-        let (x, m, fill) = (self.value().data(), mask.data(), T::from_f64(value));
-        let mut values = crate::pool::take(x.len());
-        match repeated_block(&out, &strides) {
-            // The usual case (a causal mask over [B, H, T, K] scores): the mask repeats whole,
-            // so each block is a straight zip, in parallel over blocks.
-            Some(block) => {
-                let fill_block = |(o, xs): (&mut [T], &[T])| {
-                    for ((o, &x), &masked) in o.iter_mut().zip(xs).zip(m) {
-                        *o = if masked { fill } else { x };
-                    }
-                };
-                let pairs = values.par_chunks_mut(block).zip(x.par_chunks(block));
-                if x.len() >= PAR_MIN {
-                    pairs.for_each(fill_block);
-                } else {
-                    values
-                        .chunks_mut(block)
-                        .zip(x.chunks(block))
-                        .for_each(fill_block);
-                }
-            }
-            None => walk2(&out, &strides, &strides, |j, im, _| {
-                values[j] = if m[im] { fill } else { x[j] }
-            }),
-        }
-        record(Tensor::from_vec(values, &out), &[self], || {
-            MaskedFillBackward {
-                keep: m.iter().map(|&b| !b).collect(),
-                out: out.clone(),
-                strides: strides.clone(),
-            }
+        let (value, kept) = masked_fill(self.value(), mask, value, &out, &strides);
+        record(value, &[self], move || MaskedFillBackward {
+            mask: kept.unwrap_or_else(|| Kept::Host(mask.data().iter().map(|&b| !b).collect())),
+            out,
+            strides,
         })
     }
 
@@ -277,31 +200,11 @@ impl<T: Float> Var<T> {
     pub fn dropout(&self, mask: &Tensor<T>) -> Var<T> {
         let out = Shape::from_slice(self.shape());
         let strides = mask_strides("dropout", mask.shape(), &out);
-        #[cfg(feature = "cuda")]
-        if let crate::Device::Cuda(_) = common_device("dropout", &[self.value(), mask]) {
-            let (xb, mb) = (buf("dropout", self.value()), buf("dropout", mask));
-            let y = deq_cuda::ops::mask::dropout(xb, mb, &out, &strides);
-            return record(Tensor::from_gpu(y, &out), &[self], || DropoutBackward {
-                mask: mask.clone(),
-                out: out.clone(),
-                strides: strides.clone(),
-            });
-        }
-        let (x, m) = (self.value().data(), mask.data());
-        let mut values = crate::pool::take(x.len());
-        if mask.shape() == self.shape() {
-            kernels::zip_into(&mut values, x, m, |x, m| x * m, false);
-        } else {
-            walk2(&out, &strides, &strides, |j, im, _| {
-                values[j] = x[j] * m[im]
-            });
-        }
-        record(Tensor::from_vec(values, &out), &[self], || {
-            DropoutBackward {
-                mask: mask.clone(),
-                out: out.clone(),
-                strides: strides.clone(),
-            }
+        let value = dropout(self.value(), mask, &out, &strides);
+        record(value, &[self], || DropoutBackward {
+            mask: mask.clone(),
+            out,
+            strides,
         })
     }
 }

@@ -4,19 +4,18 @@
 //! `∂A = G·op(B)ᵀ` (or its transpose) and `∂B = op(A)ᵀ·G`, each computed straight into the
 //! gradient buffer with faer's accumulate mode, so nothing is copied or transposed in memory.
 //!
-//! On CUDA tensors the same products run as cuBLAS strided-batched GEMMs (`deq_cuda::blas`):
-//! transposes are read in place, a shared 2-D operand gets batch stride 0, and the VJPs add
-//! into the gradient buffer with `beta = 1`. A gradient summed over the batch (of the shared
-//! operand) is one batched product into a temporary plus a deterministic sum over the batch,
-//! except where the CPU code flattens the batch into one product, which the GPU does as well.
-//! `matmul_counters` count the CPU products only (GPU products are not
+//! Every product, forward or VJP, is planned once here (`Plan`) and run by each device's
+//! executor: `crate::cpu::matmul` (faer) and `crate::cuda::matmul` (cuBLAS strided-batched
+//! GEMMs: transposes read in place, a shared 2-D operand with batch stride 0, the VJPs added
+//! into the gradient buffer with `beta = 1`, a gradient summed over the batch as one batched
+//! product into a temporary plus a deterministic sum). The plan is where the shared-operand
+//! fast path lives: a batched operand against a shared 2-D one folds the batch into one
+//! larger product. `matmul_counters` count the CPU products only (GPU products are not
 //! counted: the counters measure the work of the current host thread).
 
-#[cfg(feature = "cuda")]
-use crate::device::buf;
-use crate::device::common_device;
+use crate::cpu::matmul as cpu;
+use crate::device::{common_device, cuda_vjp, on_cuda, Device};
 use crate::float::Float;
-use crate::kernels::{gemm, gemm_batched, Operand};
 use crate::tape::Backward;
 use crate::tensor::{Shape, Tensor};
 use crate::var::{record, Var};
@@ -32,6 +31,168 @@ struct Dims {
     a_shared: bool,
     /// `b` is one matrix used by every batch element.
     b_shared: bool,
+}
+
+/// Which tensor an operand of a planned product reads: `A`, `B`, or the cotangent `G`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Src {
+    A,
+    B,
+    G,
+}
+
+/// One operand of a planned product: the stored `rows × cols` matrices of `src` (one per
+/// batch element, or a single one when `shared`), read transposed when `trans`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Mat {
+    pub(crate) src: Src,
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) trans: bool,
+    pub(crate) shared: bool,
+}
+
+impl Mat {
+    /// The batch's matrices as the consecutive row blocks of one `[batch·rows, cols]` matrix
+    /// (a shared operand stays the single matrix it is).
+    fn folded(self, batch: usize) -> Mat {
+        if self.shared {
+            self
+        } else {
+            Mat {
+                rows: batch * self.rows,
+                ..self
+            }
+        }
+    }
+}
+
+/// A product as the devices run it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// `dst_i (+)= op(x_i)·op(y_i)` for each of `batch` elements (one product when `batch` is
+    /// 1), the outputs stacked.
+    Each { batch: usize, x: Mat, y: Mat },
+    /// `dst (+)= Σ_i op(x_i)·op(y_i)`: the gradient of an operand shared by the batch.
+    Sum { batch: usize, x: Mat, y: Mat },
+}
+
+impl Plan {
+    /// `op(x_i)·op(y_i)` for every batch element, the outputs stacked.
+    fn each(batch: usize, x: Mat, y: Mat) -> Plan {
+        Plan::Each { batch, x, y }
+    }
+
+    /// The gradient of an operand: one output per batch element, or summed over the batch
+    /// when the operand is `shared` by it.
+    fn grad(batch: usize, x: Mat, y: Mat, shared: bool) -> Plan {
+        if batch == 1 || !shared {
+            Plan::Each { batch, x, y }
+        } else {
+            Plan::Sum { batch, x, y }
+        }
+    }
+
+    /// The shared-operand fast path: the batch folded into one product over stacked row blocks.
+    /// For a batched, untransposed `x` against a shared `y` the stacked `x_i` are the rows of
+    /// one `[batch·m, k]` matrix and the stacked outputs those of `[batch·m, n]`, so the batch
+    /// is the single product `[x_0; x_1; …]·op(y)`; for a sum over the batch of `x_iᵀ·y_i`
+    /// with both stored in row blocks, `Σ_i x_iᵀ·y_i = [x_0; x_1; …]ᵀ·[y_0; y_1; …]`.
+    fn folded(batch: usize, x: Mat, y: Mat) -> Plan {
+        Plan::Each {
+            batch: 1,
+            x: x.folded(batch),
+            y: y.folded(batch),
+        }
+    }
+}
+
+impl Dims {
+    /// `A` as stored (`[m, k]`, or `[k, m]` when `ta`), read transposed when `trans`.
+    fn a(&self, ta: bool, trans: bool) -> Mat {
+        let (rows, cols) = if ta {
+            (self.k, self.m)
+        } else {
+            (self.m, self.k)
+        };
+        Mat {
+            src: Src::A,
+            rows,
+            cols,
+            trans,
+            shared: self.a_shared,
+        }
+    }
+
+    /// `B` as stored (`[k, n]`, or `[n, k]` when `tb`), read transposed when `trans`.
+    fn b(&self, tb: bool, trans: bool) -> Mat {
+        let (rows, cols) = if tb {
+            (self.n, self.k)
+        } else {
+            (self.k, self.n)
+        };
+        Mat {
+            src: Src::B,
+            rows,
+            cols,
+            trans,
+            shared: self.b_shared,
+        }
+    }
+
+    /// The cotangent `G` (`[m, n]` per batch element), read transposed when `trans`.
+    fn g(&self, trans: bool) -> Mat {
+        Mat {
+            src: Src::G,
+            rows: self.m,
+            cols: self.n,
+            trans,
+            shared: false,
+        }
+    }
+
+    /// A batched `A`, read untransposed, against a shared `B`: the case where the forward
+    /// product and `∂B` fold the batch into one product ([`Plan::folded`]).
+    fn folds(&self, ta: bool) -> bool {
+        self.b_shared && !self.a_shared && !ta
+    }
+
+    /// `op(A)·op(B)`.
+    fn forward(&self, ta: bool, tb: bool) -> Plan {
+        let (x, y) = (self.a(ta, ta), self.b(tb, tb));
+        if self.folds(ta) {
+            Plan::folded(self.batch, x, y)
+        } else {
+            Plan::each(self.batch, x, y)
+        }
+    }
+
+    /// `∂A`: stored `[m, k]` when not transposed (`G·op(B)ᵀ`), `[k, m]` otherwise (`op(B)·Gᵀ`),
+    /// summed over the batch when `A` is shared.
+    fn grad_a(&self, ta: bool, tb: bool) -> Plan {
+        let (x, y) = if ta {
+            (self.b(tb, tb), self.g(true))
+        } else {
+            (self.g(false), self.b(tb, !tb))
+        };
+        Plan::grad(self.batch, x, y, self.a_shared)
+    }
+
+    /// `∂B`: stored `[k, n]` when not transposed (`op(A)ᵀ·G`), `[n, k]` otherwise (`Gᵀ·op(A)`),
+    /// summed over the batch when `B` is shared; one product over all rows when the forward
+    /// pass folded the batch (`Σ_i A_iᵀ·G_i` over stacked row blocks).
+    fn grad_b(&self, ta: bool, tb: bool) -> Plan {
+        let (x, y) = if tb {
+            (self.g(true), self.a(ta, ta))
+        } else {
+            (self.a(ta, !ta), self.g(false))
+        };
+        if self.folds(ta) && self.batch > 1 {
+            Plan::folded(self.batch, x, y)
+        } else {
+            Plan::grad(self.batch, x, y, self.b_shared)
+        }
+    }
 }
 
 fn dims(a: &[usize], b: &[usize], ta: bool, tb: bool) -> (Dims, Shape) {
@@ -81,32 +242,6 @@ fn dims(a: &[usize], b: &[usize], ta: bool, tb: bool) -> (Dims, Shape) {
     )
 }
 
-fn operand<T: Float>(t: &Tensor<T>, trans: bool) -> Operand<'_, T> {
-    let s = t.shape();
-    Operand {
-        data: t.data(),
-        rows: s[s.len() - 2],
-        cols: s[s.len() - 1],
-        trans,
-    }
-}
-
-/// `op(a) · op(b)`, batched; a shared (2-D) operand is flattened into one large product when
-/// its partner is not transposed.
-fn product<T: Float>(dst: &mut [T], d: Dims, a: Operand<'_, T>, b: Operand<'_, T>, acc: bool) {
-    if d.b_shared && !d.a_shared && !a.trans {
-        let a_flat = Operand {
-            rows: d.batch * a.rows,
-            ..a
-        };
-        gemm(dst, a_flat, b, T::ONE, acc);
-    } else if d.batch == 1 {
-        gemm(dst, a, b, T::ONE, acc);
-    } else {
-        gemm_batched(dst, d.batch, a, b, T::ONE, acc);
-    }
-}
-
 struct MatmulBackward<T: Float> {
     a: Tensor<T>,
     b: Tensor<T>,
@@ -116,116 +251,11 @@ struct MatmulBackward<T: Float> {
 }
 
 impl<T: Float> MatmulBackward<T> {
-    /// `∂A`: stored `[m, k]` when not transposed (`G·op(B)ᵀ`), `[k, m]` otherwise (`op(B)·Gᵀ`).
-    fn grad_a(&self, g: &[T], dst: &mut [T], acc: bool) {
-        let d = self.d;
-        let gm = Operand {
-            data: g,
-            rows: d.m,
-            cols: d.n,
-            trans: false,
-        };
-        let bm = operand(&self.b, self.tb);
-        let (x, y) = if self.ta {
-            (bm, Operand { trans: true, ..gm })
+    fn plan(&self, k: usize) -> Plan {
+        if k == 0 {
+            self.d.grad_a(self.ta, self.tb)
         } else {
-            (
-                gm,
-                Operand {
-                    trans: !self.tb,
-                    ..bm
-                },
-            )
-        };
-        self.reduce_into(dst, self.d.a_shared, x, y, acc);
-    }
-
-    /// `∂B`: stored `[k, n]` when not transposed (`op(A)ᵀ·G`), `[n, k]` otherwise (`Gᵀ·op(A)`).
-    fn grad_b(&self, g: &[T], dst: &mut [T], acc: bool) {
-        let d = self.d;
-        let gm = Operand {
-            data: g,
-            rows: d.m,
-            cols: d.n,
-            trans: false,
-        };
-        let am = operand(&self.a, self.ta);
-        let (x, y) = if self.tb {
-            (Operand { trans: true, ..gm }, am)
-        } else {
-            (
-                Operand {
-                    trans: !self.ta,
-                    ..am
-                },
-                gm,
-            )
-        };
-        // Fast path: a shared B with a batched, untransposed A is one product over all rows.
-        if d.b_shared && !d.a_shared && !self.ta && d.batch > 1 {
-            let rows = d.batch * d.m;
-            let (x, y) = if self.tb {
-                (
-                    Operand {
-                        data: g,
-                        rows,
-                        cols: d.n,
-                        trans: true,
-                    },
-                    Operand {
-                        data: self.a.data(),
-                        rows,
-                        cols: d.k,
-                        trans: false,
-                    },
-                )
-            } else {
-                (
-                    Operand {
-                        data: self.a.data(),
-                        rows,
-                        cols: d.k,
-                        trans: true,
-                    },
-                    Operand {
-                        data: g,
-                        rows,
-                        cols: d.n,
-                        trans: false,
-                    },
-                )
-            };
-            gemm(dst, x, y, T::ONE, acc);
-            return;
-        }
-        self.reduce_into(dst, d.b_shared, x, y, acc);
-    }
-
-    /// Writes `x_i · y_i` for each batch element, summing over the batch when the target is
-    /// shared by every element.
-    fn reduce_into(
-        &self,
-        dst: &mut [T],
-        shared: bool,
-        x: Operand<'_, T>,
-        y: Operand<'_, T>,
-        acc: bool,
-    ) {
-        let d = self.d;
-        if d.batch == 1 {
-            gemm(dst, x, y, T::ONE, acc);
-        } else if !shared {
-            gemm_batched(dst, d.batch, x, y, T::ONE, acc);
-        } else {
-            for i in 0..d.batch {
-                gemm(
-                    dst,
-                    batch_item(x, i),
-                    batch_item(y, i),
-                    T::ONE,
-                    acc || i > 0,
-                );
-            }
+            self.d.grad_b(self.ta, self.tb)
         }
     }
 }
@@ -236,183 +266,26 @@ impl<T: Float> Backward<T> for MatmulBackward<T> {
     }
 
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        if k == 0 {
-            self.grad_a(g, dst, acc);
-        } else {
-            self.grad_b(g, dst, acc);
-        }
+        cpu::run(self.plan(k), [self.a.data(), self.b.data(), g], dst, acc);
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        if k == 0 {
-            self.grad_a_gpu(g, dst, acc);
-        } else {
-            self.grad_b_gpu(g, dst, acc);
-        }
-    }
-}
-
-#[cfg(feature = "cuda")]
-impl<T: Float> MatmulBackward<T> {
-    /// `G` as batched `m×n` matrices.
-    fn g_operand<'a>(&self, g: &'a deq_cuda::GpuBuffer<T>, trans: bool) -> GpuOperand<'a, T> {
-        let d = self.d;
-        GpuOperand {
-            buf: g,
-            offset: 0,
-            trans,
-            rows: d.m,
-            cols: d.n,
-            batch_stride: d.m * d.n,
-        }
-    }
-
-    /// [`MatmulBackward::grad_a`] on the device.
-    fn grad_a_gpu(&self, g: &deq_cuda::GpuBuffer<T>, dst: &mut deq_cuda::GpuBuffer<T>, acc: bool) {
-        let d = self.d;
-        let bm = gpu_operand(&self.b, self.tb, d.b_shared);
-        let (x, y) = if self.ta {
-            (bm, self.g_operand(g, true))
-        } else {
-            (
-                self.g_operand(g, false),
-                GpuOperand {
-                    trans: !self.tb,
-                    ..bm
-                },
-            )
-        };
-        gpu_reduce_into(dst, d, d.a_shared, x, y, acc);
-    }
-
-    /// [`MatmulBackward::grad_b`] on the device, with the same flattened fast path.
-    fn grad_b_gpu(&self, g: &deq_cuda::GpuBuffer<T>, dst: &mut deq_cuda::GpuBuffer<T>, acc: bool) {
-        let d = self.d;
-        if d.b_shared && !d.a_shared && !self.ta && d.batch > 1 {
-            let rows = d.batch * d.m;
-            let flat = |buf, cols, trans| GpuOperand {
-                buf,
-                offset: 0,
-                trans,
-                rows,
-                cols,
-                batch_stride: rows * cols,
-            };
-            let a = buf("matmul", &self.a);
-            let (x, y) = if self.tb {
-                (flat(g, d.n, true), flat(a, d.k, false))
-            } else {
-                (flat(a, d.k, true), flat(g, d.n, false))
-            };
-            deq_cuda::blas::gemm(dst, x, y, 1, 1.0, deq_cuda::ops::linear::beta(acc));
-            return;
-        }
-        let am = gpu_operand(&self.a, self.ta, d.a_shared);
-        let (x, y) = if self.tb {
-            (self.g_operand(g, true), am)
-        } else {
-            (
-                GpuOperand {
-                    trans: !self.ta,
-                    ..am
-                },
-                self.g_operand(g, false),
-            )
-        };
-        gpu_reduce_into(dst, d, d.b_shared, x, y, acc);
-    }
-}
-
-#[cfg(feature = "cuda")]
-type GpuOperand<'a, T> = deq_cuda::blas::Operand<'a, T>;
-
-/// The stored matrices of a CUDA tensor (its last two dimensions), with batch stride 0 when
-/// it is one matrix shared by the whole batch.
-#[cfg(feature = "cuda")]
-fn gpu_operand<T: Float>(t: &Tensor<T>, trans: bool, shared: bool) -> GpuOperand<'_, T> {
-    let s = t.shape();
-    let (rows, cols) = (s[s.len() - 2], s[s.len() - 1]);
-    GpuOperand {
-        buf: buf("matmul", t),
-        offset: 0,
-        trans,
-        rows,
-        cols,
-        batch_stride: if shared { 0 } else { rows * cols },
-    }
-}
-
-/// The forward product on the device into a new buffer, flattening a batched `a` against a
-/// shared `b` into one product as [`product`] does.
-#[cfg(feature = "cuda")]
-fn gpu_product<T: Float>(
-    d: Dims,
-    a: GpuOperand<'_, T>,
-    b: GpuOperand<'_, T>,
-) -> deq_cuda::GpuBuffer<T> {
-    let mut out = a.buf.gpu().alloc::<T>(d.batch * d.m * d.n);
-    if d.b_shared && !d.a_shared && !a.trans {
-        let rows = d.batch * a.rows;
-        let a_flat = GpuOperand {
-            rows,
-            batch_stride: rows * a.cols,
-            ..a
-        };
-        deq_cuda::blas::gemm(&mut out, a_flat, b, 1, 1.0, 0.0);
-    } else {
-        deq_cuda::blas::gemm(&mut out, a, b, d.batch, 1.0, 0.0);
-    }
-    out
-}
-
-/// `dst (+)= x_i·y_i` per batch element, or `Σ_i x_i·y_i` when the target is `shared` by the
-/// batch: one batched product into a temporary, then a deterministic sum over the batch.
-#[cfg(feature = "cuda")]
-fn gpu_reduce_into<T: Float>(
-    dst: &mut deq_cuda::GpuBuffer<T>,
-    d: Dims,
-    shared: bool,
-    x: GpuOperand<'_, T>,
-    y: GpuOperand<'_, T>,
-    acc: bool,
-) {
-    use deq_cuda::blas::gemm;
-    use deq_cuda::ops::linear::{beta, bias_grad};
-    if d.batch == 1 {
-        gemm(dst, x, y, 1, 1.0, beta(acc));
-    } else if !shared {
-        gemm(dst, x, y, d.batch, 1.0, beta(acc));
-    } else {
-        let size = dst.len();
-        let mut parts = dst.gpu().alloc::<T>(d.batch * size);
-        gemm(&mut parts, x, y, d.batch, 1.0, 0.0);
-        bias_grad(&parts, d.batch, size, dst, acc);
-    }
+    cuda_vjp!(|op, k, g, dst, acc| {
+        crate::cuda::matmul::backward(op.plan(k), &op.a, &op.b, g, dst, acc)
+    });
 }
 
 /// `op(a)·op(b)` on tensors, without recording.
 pub fn matmul_tensor<T: Float>(a: &Tensor<T>, b: &Tensor<T>, ta: bool, tb: bool) -> Tensor<T> {
     let (d, out_shape) = dims(a.shape(), b.shape(), ta, tb);
-    common_device("matmul", &[a, b]);
-    #[cfg(feature = "cuda")]
-    if a.gpu().is_some() {
-        let out = gpu_product(
-            d,
-            gpu_operand(a, ta, d.a_shared),
-            gpu_operand(b, tb, d.b_shared),
-        );
-        return Tensor::from_gpu(out, &out_shape);
+    let plan = d.forward(ta, tb);
+    match common_device("matmul", &[a, b]) {
+        Device::Cpu => {
+            let mut out = crate::pool::take(d.batch * d.m * d.n);
+            cpu::run(plan, [a.data(), b.data(), &[]], &mut out, false);
+            Tensor::from_vec(out, &out_shape)
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::matmul::forward(plan, a, b, &out_shape)),
     }
-    let mut out = crate::pool::take(d.batch * d.m * d.n);
-    product(&mut out, d, operand(a, ta), operand(b, tb), false);
-    Tensor::from_vec(out, &out_shape)
 }
 
 impl<T: Float> Var<T> {
@@ -439,15 +312,103 @@ impl<T: Float> Var<T> {
     }
 }
 
-/// Matrix `i` of a batched operand, or the operand itself when it is shared.
-fn batch_item<T: Float>(op: Operand<'_, T>, i: usize) -> Operand<'_, T> {
-    let size = op.rows * op.cols;
-    if op.data.len() == size {
-        op
-    } else {
-        Operand {
-            data: &op.data[i * size..(i + 1) * size],
-            ..op
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mat(src: Src, rows: usize, cols: usize, trans: bool, shared: bool) -> Mat {
+        Mat {
+            src,
+            rows,
+            cols,
+            trans,
+            shared,
         }
+    }
+
+    /// The plans of `[3, 2, 4]·[4, 5]` (a batched input against a shared weight) and its VJPs:
+    /// the forward product and `∂B` fold the batch into one product over 6 rows, `∂A` stays a
+    /// batch of 3 products reading the shared `B` (no fold: the products and their thread
+    /// split are those of the batched kernel).
+    #[test]
+    fn shared_b_folds_the_forward_product_and_its_gradient_only() {
+        let (d, out) = dims(&[3, 2, 4], &[4, 5], false, false);
+        assert_eq!(&out[..], &[3, 2, 5]);
+        let (a, b, g) = (Src::A, Src::B, Src::G);
+        assert_eq!(
+            d.forward(false, false),
+            Plan::Each {
+                batch: 1,
+                x: mat(a, 6, 4, false, false),
+                y: mat(b, 4, 5, false, true)
+            }
+        );
+        assert_eq!(
+            d.grad_a(false, false),
+            Plan::Each {
+                batch: 3,
+                x: mat(g, 2, 5, false, false),
+                y: mat(b, 4, 5, true, true)
+            }
+        );
+        assert_eq!(
+            d.grad_b(false, false),
+            Plan::Each {
+                batch: 1,
+                x: mat(a, 6, 4, true, false),
+                y: mat(g, 6, 5, false, false)
+            }
+        );
+        // With B stored transposed ([5, 4]) the gradient is Gᵀ·A over the stacked rows.
+        let (d, _) = dims(&[3, 2, 4], &[5, 4], false, true);
+        assert_eq!(
+            d.grad_b(false, true),
+            Plan::Each {
+                batch: 1,
+                x: mat(g, 6, 5, true, false),
+                y: mat(a, 6, 4, false, false)
+            }
+        );
+    }
+
+    /// A transposed batched `A` cannot be stacked by rows: every product stays batched and the
+    /// shared `B`'s gradient is a sum over the batch. A shared `A` sums its own gradient.
+    #[test]
+    fn no_fold_for_a_transposed_input_and_a_sum_for_a_shared_a() {
+        let (d, _) = dims(&[3, 4, 2], &[4, 5], true, false);
+        let (a, b, g) = (Src::A, Src::B, Src::G);
+        assert_eq!(
+            d.forward(true, false),
+            Plan::Each {
+                batch: 3,
+                x: mat(a, 4, 2, true, false),
+                y: mat(b, 4, 5, false, true)
+            }
+        );
+        assert_eq!(
+            d.grad_b(true, false),
+            Plan::Sum {
+                batch: 3,
+                x: mat(a, 4, 2, false, false),
+                y: mat(g, 2, 5, false, false)
+            }
+        );
+        let (d, _) = dims(&[2, 4], &[3, 4, 5], false, false);
+        assert_eq!(
+            d.grad_a(false, false),
+            Plan::Sum {
+                batch: 3,
+                x: mat(g, 2, 5, false, false),
+                y: mat(b, 4, 5, true, false)
+            }
+        );
+        assert_eq!(
+            d.grad_b(false, false),
+            Plan::Each {
+                batch: 3,
+                x: mat(a, 2, 4, true, true),
+                y: mat(g, 2, 5, false, false)
+            }
+        );
     }
 }

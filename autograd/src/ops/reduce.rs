@@ -2,30 +2,22 @@
 //!
 //! Each reduction views the input as `[outer, len, inner]` around the reduced axis. The VJP of a
 //! sum broadcasts the incoming gradient back over the axis; the VJP of a max sends it to the
-//! position of the (first) maximum.
+//! position of the (first) maximum. The loops are in `crate::cpu::reduce` and
+//! `crate::cuda::reduce`.
 
+use crate::cpu::reduce as cpu;
+use crate::device::{cuda_type, cuda_vjp, on_cuda, Device, Kept};
 use crate::float::Float;
-use crate::kernels;
 use crate::tape::Backward;
 use crate::tensor::{Shape, Tensor};
 use crate::var::{record, Var};
 
+/// A tensor viewed as `[outer, len, inner]` around the reduced axis.
 #[derive(Clone, Copy)]
-struct Layout {
-    outer: usize,
-    len: usize,
-    inner: usize,
-}
-
-#[cfg(feature = "cuda")]
-impl Layout {
-    fn gpu(self) -> deq_cuda::ops::reduce::AxisLayout {
-        deq_cuda::ops::reduce::AxisLayout {
-            outer: self.outer,
-            len: self.len,
-            inner: self.inner,
-        }
-    }
+pub(crate) struct Layout {
+    pub(crate) outer: usize,
+    pub(crate) len: usize,
+    pub(crate) inner: usize,
 }
 
 fn layout(op: &str, shape: &[usize], axis: usize) -> Layout {
@@ -61,36 +53,18 @@ impl<T: Float> Backward<T> for SumBackward {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let Layout { outer, len, inner } = self.l;
-        let s = T::from_f64(self.scale);
-        for o in 0..outer {
-            let gi = &g[o * inner..(o + 1) * inner];
-            for l in 0..len {
-                let d = &mut dst[(o * len + l) * inner..(o * len + l + 1) * inner];
-                kernels::map_into(d, gi, |g| g * s, acc);
-            }
-        }
+        cpu::sum_backward(g, self.l, self.scale, dst, acc);
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        deq_cuda::ops::reduce::sum_axis_backward(g, self.l.gpu(), self.scale, dst, acc);
-    }
+    cuda_vjp!(|op, _k, g, dst, acc| crate::cuda::reduce::sum_backward(g, op.l, op.scale, dst, acc));
 }
+
+/// Position along the axis of each output's maximum, where the forward kernel left it.
+type Argmax = Kept<Vec<u32>, cuda_type!(deq_cuda::IndexBuffer)>;
 
 struct MaxBackward {
     l: Layout,
-    /// Position along the axis of each output's maximum (empty for a cuda recording).
-    argmax: Vec<u32>,
-    /// The same positions on the device, for a cuda recording.
-    #[cfg(feature = "cuda")]
-    argmax_gpu: Option<deq_cuda::IndexBuffer>,
+    argmax: Argmax,
 }
 
 impl<T: Float> Backward<T> for MaxBackward {
@@ -99,43 +73,40 @@ impl<T: Float> Backward<T> for MaxBackward {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let Layout { len, inner, .. } = self.l;
-        kernels::prepare(dst, acc);
-        for (j, (&gv, &l)) in g.iter().zip(&self.argmax).enumerate() {
-            let (o, i) = (j / inner, j % inner);
-            dst[(o * len + l as usize) * inner + i] += gv;
-        }
+        cpu::max_backward(g, self.argmax.host("max"), self.l, dst, acc);
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        let argmax = self
-            .argmax_gpu
-            .as_ref()
-            .expect("max: a cuda recording keeps its argmax");
-        deq_cuda::ops::reduce::max_axis_backward(g, argmax, self.l.gpu(), dst, acc);
+    cuda_vjp!(|op, _k, g, dst, acc| {
+        crate::cuda::reduce::max_backward(g, op.argmax.cuda("max"), op.l, dst, acc)
+    });
+}
+
+/// The sum kernel on `x`'s device: `scale · Σ` over the middle axis of `l`.
+fn sum<T: Float>(x: &Tensor<T>, l: Layout, scale: f64, out_shape: &[usize]) -> Tensor<T> {
+    match x.device() {
+        Device::Cpu => {
+            let mut out = crate::pool::take_zeroed(l.outer * l.inner);
+            cpu::sum(x.data(), l, T::from_f64(scale), &mut out);
+            Tensor::from_vec(out, out_shape)
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::reduce::sum(x, l, scale, out_shape)),
     }
 }
 
-fn sum_layout<T: Float>(x: &[T], l: Layout, scale: T) -> Vec<T> {
-    let mut out = crate::pool::take_zeroed(l.outer * l.inner);
-    for o in 0..l.outer {
-        let acc = &mut out[o * l.inner..(o + 1) * l.inner];
-        for r in 0..l.len {
-            let row = &x[(o * l.len + r) * l.inner..(o * l.len + r + 1) * l.inner];
-            acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v);
+/// The max kernel on `x`'s device: the maxima over the middle axis of `l` and where they are.
+fn max<T: Float>(x: &Tensor<T>, l: Layout, out_shape: &[usize]) -> (Tensor<T>, Argmax) {
+    match x.device() {
+        Device::Cpu => {
+            let mut out = crate::pool::take(l.outer * l.inner);
+            let mut argmax = vec![0u32; l.outer * l.inner];
+            cpu::max(x.data(), l, &mut out, &mut argmax);
+            (Tensor::from_vec(out, out_shape), Kept::Host(argmax))
         }
-        if scale != T::ONE {
-            acc.iter_mut().for_each(|a| *a *= scale);
-        }
+        Device::Cuda(_) => on_cuda!({
+            let (value, argmax) = crate::cuda::reduce::max(x, l, out_shape);
+            (value, Kept::Cuda(argmax))
+        }),
     }
-    out
 }
 
 impl<T: Float> Var<T> {
@@ -152,14 +123,12 @@ impl<T: Float> Var<T> {
 
     fn scaled_sum(&self, op: &str, axis: usize, keepdim: bool, scale: f64) -> Var<T> {
         let l = layout(op, self.shape(), axis);
-        #[cfg(feature = "cuda")]
-        if let Some(x) = self.value().gpu() {
-            let out = deq_cuda::ops::reduce::sum_axis(x, l.gpu(), scale);
-            let value = Tensor::from_gpu(out, &reduced_shape(self.shape(), axis, keepdim));
-            return record(value, &[self], || SumBackward { l, scale });
-        }
-        let out = sum_layout(self.value().data(), l, T::from_f64(scale));
-        let value = Tensor::from_vec(out, &reduced_shape(self.shape(), axis, keepdim));
+        let value = sum(
+            self.value(),
+            l,
+            scale,
+            &reduced_shape(self.shape(), axis, keepdim),
+        );
         record(value, &[self], || SumBackward { l, scale })
     }
 
@@ -195,12 +164,7 @@ impl<T: Float> Var<T> {
             len: self.numel(),
             inner: 1,
         };
-        #[cfg(feature = "cuda")]
-        if let Some(x) = self.value().gpu() {
-            let value = Tensor::from_gpu(deq_cuda::ops::reduce::sum_axis(x, l.gpu(), 1.0), &[]);
-            return record(value, &[self], || SumBackward { l, scale: 1.0 });
-        }
-        let value = Tensor::from_vec(sum_layout(self.value().data(), l, T::ONE), &[]);
+        let value = sum(self.value(), l, 1.0, &[]);
         record(value, &[self], || SumBackward { l, scale: 1.0 })
     }
 
@@ -213,16 +177,8 @@ impl<T: Float> Var<T> {
             inner: 1,
         };
         let scale = 1.0 / n as f64;
-        #[cfg(feature = "cuda")]
-        if let Some(x) = self.value().gpu() {
-            let value = Tensor::from_gpu(deq_cuda::ops::reduce::sum_axis(x, l.gpu(), scale), &[]);
-            return record(value, &[self], || SumBackward { l, scale });
-        }
-        let out = sum_layout(self.value().data(), l, T::from_f64(scale));
-        record(Tensor::from_vec(out, &[]), &[self], || SumBackward {
-            l,
-            scale,
-        })
+        let value = sum(self.value(), l, scale, &[]);
+        record(value, &[self], || SumBackward { l, scale })
     }
 
     /// Maximum over `axis` (gradient to the first maximum), dropping it unless `keepdim`.
@@ -247,39 +203,7 @@ impl<T: Float> Var<T> {
             "max: cannot reduce an empty axis of {:?}",
             self.shape()
         );
-        #[cfg(feature = "cuda")]
-        if let Some(x) = self.value().gpu() {
-            let (out, argmax) = deq_cuda::ops::reduce::max_axis(x, l.gpu());
-            let value = Tensor::from_gpu(out, &out_shape);
-            return record(value, &[self], || MaxBackward {
-                l,
-                argmax: Vec::new(),
-                argmax_gpu: Some(argmax),
-            });
-        }
-        let x = self.value().data();
-        let mut out = crate::pool::take(l.outer * l.inner);
-        let mut argmax = vec![0u32; l.outer * l.inner];
-        for o in 0..l.outer {
-            for i in 0..l.inner {
-                let mut best = x[o * l.len * l.inner + i];
-                let mut at = 0;
-                for r in 1..l.len {
-                    let v = x[(o * l.len + r) * l.inner + i];
-                    if v > best {
-                        best = v;
-                        at = r;
-                    }
-                }
-                out[o * l.inner + i] = best;
-                argmax[o * l.inner + i] = at as u32;
-            }
-        }
-        record(Tensor::from_vec(out, &out_shape), &[self], || MaxBackward {
-            l,
-            argmax,
-            #[cfg(feature = "cuda")]
-            argmax_gpu: None,
-        })
+        let (value, argmax) = max(self.value(), l, &out_shape);
+        record(value, &[self], || MaxBackward { l, argmax })
     }
 }

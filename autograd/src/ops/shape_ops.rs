@@ -1,11 +1,10 @@
 //! Ops that move values without arithmetic: reshape, permute/transpose, narrow (slice),
-//! concatenation and constant padding. Their VJPs move the gradient back the same way.
+//! concatenation and constant padding. Their VJPs move the gradient back the same way. The
+//! loops are in `crate::cpu::shape_ops` and `crate::cuda::shape_ops`.
 
-use super::broadcast::walk1;
-#[cfg(feature = "cuda")]
-use crate::device::{common_device, Device};
+use crate::cpu::shape_ops as cpu;
+use crate::device::{common_device_of, cuda_vjp, on_cuda, Device};
 use crate::float::Float;
-use crate::kernels;
 use crate::tape::Backward;
 use crate::tensor::{Shape, Tensor};
 use crate::var::{record, Var};
@@ -17,29 +16,18 @@ impl<T: Float> Backward<T> for ReshapeBackward {
         "reshape"
     }
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        kernels::write(dst, g, acc);
+        cpu::copy(g, dst, acc);
     }
 
     fn vjp_in_place(&self, _k: usize, _g: &mut [T]) -> bool {
         true
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        if acc {
-            deq_cuda::ops::elementwise::scale_into(g, 1.0, dst, true);
-        } else {
-            dst.copy_from(g);
-        }
-    }
+    cuda_vjp!(|_op, _k, g, dst, acc| crate::cuda::shape_ops::copy(g, dst, acc));
 }
 
+/// Output index `i` reads the input at `Σ i_d · strides[d]` (`strides`: the input's strides in
+/// output order); the VJP scatters back the same way.
 struct PermuteBackward {
     out: Shape,
     strides: Shape,
@@ -50,59 +38,28 @@ impl<T: Float> Backward<T> for PermuteBackward {
         "permute"
     }
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        if acc {
-            walk1(&self.out, &self.strides, |i, ia| dst[ia] += g[i]);
-        } else {
-            walk1(&self.out, &self.strides, |i, ia| dst[ia] = g[i]);
-        }
+        cpu::permute_backward(g, &self.out, &self.strides, dst, acc);
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        use deq_cuda::ops::strided::{contiguous_strides, strided_copy, Strided};
-        let dense = contiguous_strides(&self.out);
-        let from = Strided {
-            offset: 0,
-            strides: &dense,
-        };
-        let to = Strided {
-            offset: 0,
-            strides: &self.strides,
-        };
-        strided_copy("permute", &self.out, g, from, dst, to, acc);
-    }
+    cuda_vjp!(|op, _k, g, dst, acc| {
+        crate::cuda::shape_ops::permute_backward(g, &op.out, &op.strides, dst, acc)
+    });
 }
 
 /// Copies of a `[outer, len, inner]` block: a window `[start, start + size)` of the middle axis
 /// in a tensor whose middle axis has `total` entries.
 #[derive(Clone, Copy)]
-struct Window {
-    outer: usize,
-    inner: usize,
-    total: usize,
-    start: usize,
-    size: usize,
+pub(crate) struct Window {
+    pub(crate) outer: usize,
+    pub(crate) inner: usize,
+    pub(crate) total: usize,
+    pub(crate) start: usize,
+    pub(crate) size: usize,
 }
 
 impl Window {
-    #[cfg(feature = "cuda")]
-    fn gpu(self) -> deq_cuda::ops::strided::Window {
-        deq_cuda::ops::strided::Window {
-            outer: self.outer,
-            inner: self.inner,
-            total: self.total,
-            start: self.start,
-            size: self.size,
-        }
-    }
-
-    fn range(&self, o: usize) -> std::ops::Range<usize> {
+    /// The flat range of the window's entries in block `o` of the large tensor.
+    pub(crate) fn range(&self, o: usize) -> std::ops::Range<usize> {
         let begin = (o * self.total + self.start) * self.inner;
         begin..begin + self.size * self.inner
     }
@@ -118,28 +75,11 @@ impl<T: Float> Backward<T> for NarrowBackward {
         "narrow"
     }
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        kernels::prepare(dst, acc);
-        let chunk = self.w.size * self.w.inner;
-        for o in 0..self.w.outer {
-            let r = self.w.range(o);
-            kernels::write(&mut dst[r], &g[o * chunk..(o + 1) * chunk], true);
-        }
+        crate::kernels::prepare(dst, acc);
+        cpu::write_window(g, dst, self.w, true);
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        // As on the CPU: zeros first unless accumulating, then add g into the window.
-        if !acc {
-            dst.fill_zero();
-        }
-        deq_cuda::ops::strided::write_window(g, dst, self.w.gpu(), true);
-    }
+    cuda_vjp!(|op, _k, g, dst, acc| crate::cuda::shape_ops::narrow_backward(g, op.w, dst, acc));
 }
 
 /// VJP of placing an input inside a larger output (concat, pad): read the input's window of g.
@@ -152,22 +92,63 @@ impl<T: Float> Backward<T> for PlaceBackward {
         "concat/pad"
     }
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        let w = self.windows[k];
-        let chunk = w.size * w.inner;
-        for o in 0..w.outer {
-            kernels::write(&mut dst[o * chunk..(o + 1) * chunk], &g[w.range(o)], acc);
-        }
+        cpu::read_window(g, self.windows[k], dst, acc);
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        deq_cuda::ops::strided::read_window(g, self.windows[k].gpu(), dst, acc);
+    cuda_vjp!(|op, k, g, dst, acc| {
+        crate::cuda::shape_ops::read_window(g, op.windows[k], dst, acc)
+    });
+}
+
+/// The permute kernel on `x`'s device.
+fn permute<T: Float>(x: &Tensor<T>, out: &[usize], strides: &[usize]) -> Tensor<T> {
+    match x.device() {
+        Device::Cpu => {
+            let x = x.data();
+            let mut values = crate::pool::take(x.len());
+            cpu::permute(x, out, strides, &mut values);
+            Tensor::from_vec(values, out)
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::shape_ops::permute(x, out, strides)),
+    }
+}
+
+/// The narrow kernel on `x`'s device: the window `w`, shaped `out`.
+fn narrow<T: Float>(x: &Tensor<T>, w: Window, out: &[usize]) -> Tensor<T> {
+    match x.device() {
+        Device::Cpu => {
+            let mut values = crate::pool::take(w.outer * w.size * w.inner);
+            cpu::read_window(x.data(), w, &mut values, false);
+            Tensor::from_vec(values, out)
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::shape_ops::narrow(x, w, out)),
+    }
+}
+
+/// The concat kernel on the parts' device: each part in its window.
+fn concat<T: Float>(parts: &[&Var<T>], windows: &[Window], out: &[usize]) -> Tensor<T> {
+    match common_device_of("concat", parts.iter().map(|p| p.value())) {
+        Device::Cpu => {
+            let w0 = windows[0];
+            let mut values = crate::pool::take_zeroed(w0.outer * w0.total * w0.inner);
+            for (p, w) in parts.iter().zip(windows) {
+                cpu::write_window(p.value().data(), &mut values, *w, false);
+            }
+            Tensor::from_vec(values, out)
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::shape_ops::concat(parts, windows, out)),
+    }
+}
+
+/// The pad kernel on `x`'s device: `x` in the window `w`, `value` elsewhere.
+fn pad<T: Float>(x: &Tensor<T>, w: Window, value: f64, out: &[usize]) -> Tensor<T> {
+    match x.device() {
+        Device::Cpu => {
+            let mut values = vec![T::from_f64(value); w.outer * w.total * w.inner];
+            cpu::write_window(x.data(), &mut values, w, false);
+            Tensor::from_vec(values, out)
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::shape_ops::pad(x, w, value, out)),
     }
 }
 
@@ -203,27 +184,7 @@ impl<T: Float> Var<T> {
         }
         let out: Shape = perm.iter().map(|&p| shape[p]).collect();
         let strides: Shape = perm.iter().map(|&p| in_strides[p]).collect();
-        #[cfg(feature = "cuda")]
-        if let Some(x) = self.value().gpu() {
-            use deq_cuda::ops::strided::{contiguous_strides, strided_copy, Strided};
-            let mut y = x.gpu().alloc::<T>(x.len());
-            let dense = contiguous_strides(&out);
-            let from = Strided {
-                offset: 0,
-                strides: &strides,
-            };
-            let to = Strided {
-                offset: 0,
-                strides: &dense,
-            };
-            strided_copy("permute", &out, x, from, &mut y, to, false);
-            let value = Tensor::from_gpu(y, &out);
-            return record(value, &[self], || PermuteBackward { out, strides });
-        }
-        let x = self.value().data();
-        let mut values = crate::pool::take(x.len());
-        walk1(&out, &strides, |i, ia| values[i] = x[ia]);
-        let value = Tensor::from_vec(values, &out);
+        let value = permute(self.value(), &out, &strides);
         record(value, &[self], || PermuteBackward { out, strides })
     }
 
@@ -258,20 +219,7 @@ impl<T: Float> Var<T> {
         };
         let mut out = Shape::from_slice(shape);
         out[axis] = len;
-        #[cfg(feature = "cuda")]
-        if let Some(x) = self.value().gpu() {
-            let mut y = x.gpu().alloc::<T>(w.outer * len * w.inner);
-            deq_cuda::ops::strided::read_window(x, w.gpu(), &mut y, false);
-            let value = Tensor::from_gpu(y, &out);
-            return record(value, &[self], || NarrowBackward { w });
-        }
-        let x = self.value().data();
-        let chunk = len * w.inner;
-        let mut values = crate::pool::take(w.outer * chunk);
-        for o in 0..w.outer {
-            values[o * chunk..(o + 1) * chunk].copy_from_slice(&x[w.range(o)]);
-        }
-        record(Tensor::from_vec(values, &out), &[self], || NarrowBackward {
+        record(narrow(self.value(), w, &out), &[self], || NarrowBackward {
             w,
         })
     }
@@ -313,29 +261,7 @@ impl<T: Float> Var<T> {
         }
         let mut out = Shape::from_slice(first);
         out[axis] = total;
-        #[cfg(feature = "cuda")]
-        {
-            let values: Vec<&Tensor<T>> = parts.iter().map(|p| p.value()).collect();
-            if common_device("concat", &values) != Device::Cpu {
-                let gpu = values[0].gpu().expect("concat: a cuda tensor").gpu();
-                let mut y = gpu.alloc::<T>(outer * total * inner);
-                for (v, w) in values.iter().zip(&windows) {
-                    let x = crate::device::buf("concat", v);
-                    deq_cuda::ops::strided::write_window(x, &mut y, w.gpu(), false);
-                }
-                let value = Tensor::from_gpu(y, &out);
-                return record(value, parts, || PlaceBackward { windows });
-            }
-        }
-        let mut values = crate::pool::take_zeroed(outer * total * inner);
-        for (p, w) in parts.iter().zip(&windows) {
-            let x = p.value().data();
-            let chunk = w.size * inner;
-            for o in 0..outer {
-                values[w.range(o)].copy_from_slice(&x[o * chunk..(o + 1) * chunk]);
-            }
-        }
-        record(Tensor::from_vec(values, &out), parts, || PlaceBackward {
+        record(concat(parts, &windows, &out), parts, || PlaceBackward {
             windows,
         })
     }
@@ -353,22 +279,8 @@ impl<T: Float> Var<T> {
         };
         let mut out = Shape::from_slice(shape);
         out[axis] = w.total;
-        #[cfg(feature = "cuda")]
-        if let Some(x) = self.value().gpu() {
-            let mut y = x.gpu().alloc::<T>(w.outer * w.total * w.inner);
-            deq_cuda::ops::elementwise::fill(&mut y, value);
-            deq_cuda::ops::strided::write_window(x, &mut y, w.gpu(), false);
-            let value = Tensor::from_gpu(y, &out);
-            return record(value, &[self], || PlaceBackward { windows: vec![w] });
-        }
-        let mut values = vec![T::from_f64(value); w.outer * w.total * w.inner];
-        let x = self.value().data();
-        let chunk = w.size * w.inner;
-        for o in 0..w.outer {
-            values[w.range(o)].copy_from_slice(&x[o * chunk..(o + 1) * chunk]);
-        }
-        record(Tensor::from_vec(values, &out), &[self], || PlaceBackward {
-            windows: vec![w],
+        record(pad(self.value(), w, value, &out), &[self], || {
+            PlaceBackward { windows: vec![w] }
         })
     }
 }

@@ -2,11 +2,10 @@
 //!
 //! Softmax `y = e^(x - max) / Σ e^(x - max)` has VJP `∂x = y ⊙ (g - ⟨g, y⟩)` per row;
 //! log-softmax `y = x - logsumexp(x)` has `∂x = g - softmax(x)·Σg`. Both keep only the output.
-//! The CPU loops are in [`crate::cpu::softmax`].
+//! The CPU loops are in [`crate::cpu::softmax`], the device kernels in `crate::cuda::softmax`.
 
-use crate::cpu::softmax as kernel;
-#[cfg(feature = "cuda")]
-use crate::device::buf;
+use crate::cpu::softmax as cpu;
+use crate::device::{cuda_vjp, on_cuda, Device};
 use crate::float::Float;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
@@ -18,6 +17,14 @@ fn last_dim(op: &str, shape: &[usize]) -> usize {
         .unwrap_or_else(|| panic!("{op}: needs at least one dimension, got shape {shape:?}"))
 }
 
+fn name(log: bool) -> &'static str {
+    if log {
+        "log_softmax"
+    } else {
+        "softmax"
+    }
+}
+
 struct SoftmaxBackward<T: Float> {
     y: Tensor<T>,
     d: usize,
@@ -26,47 +33,39 @@ struct SoftmaxBackward<T: Float> {
 
 impl<T: Float> Backward<T> for SoftmaxBackward<T> {
     fn name(&self) -> &'static str {
-        if self.log {
-            "log_softmax"
-        } else {
-            "softmax"
-        }
+        name(self.log)
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        kernel::backward(self.y.data(), g, self.d, self.log, dst, acc);
+        cpu::backward(self.y.data(), g, self.d, self.log, dst, acc);
     }
 
     fn vjp_in_place(&self, _k: usize, g: &mut [T]) -> bool {
-        kernel::backward_in_place(self.y.data(), g, self.d, self.log);
+        cpu::backward_in_place(self.y.data(), g, self.d, self.log);
         true
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
-        let y = buf(self.name(), &self.y);
-        deq_cuda::ops::softmax::softmax_backward(g, y, self.d, self.log, dst, acc);
+    cuda_vjp!(|op, _k, g, dst, acc| {
+        crate::cuda::softmax::backward(name(op.log), g, &op.y, op.d, op.log, dst, acc)
+    });
+}
+
+/// The forward kernel on `x`'s device.
+fn forward<T: Float>(x: &Tensor<T>, d: usize, log: bool) -> Tensor<T> {
+    match x.device() {
+        Device::Cpu => {
+            let xs = x.data();
+            let mut out = crate::pool::take(xs.len());
+            cpu::forward(xs, d, log, &mut out);
+            Tensor::from_vec(out, x.shape())
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::softmax::forward(name(log), x, d, log)),
     }
 }
 
 fn softmax_impl<T: Float>(x: &Var<T>, log: bool) -> Var<T> {
-    let d = last_dim(if log { "log_softmax" } else { "softmax" }, x.shape());
-    #[cfg(feature = "cuda")]
-    if let Some(xb) = x.value().gpu() {
-        let value = Tensor::from_gpu(deq_cuda::ops::softmax::softmax(xb, d, log), x.shape());
-        let y = value.clone();
-        return record(value, &[x], move || SoftmaxBackward { y, d, log });
-    }
-    let xs = x.value().data();
-    let mut out = crate::pool::take(xs.len());
-    kernel::forward(xs, d, log, &mut out);
-    let value = Tensor::from_vec(out, x.shape());
+    let d = last_dim(name(log), x.shape());
+    let value = forward(x.value(), d, log);
     let y = value.clone();
     record(value, &[x], move || SoftmaxBackward { y, d, log })
 }

@@ -1,15 +1,19 @@
 //! Element-wise functions of one tensor and their derivatives.
+//!
+//! A recording keeps the input, the output, or neither, whichever the derivative reads (relu
+//! keeps its output, log its input, neg nothing). The loops are in `crate::cpu::unary` and
+//! `crate::cuda::unary`.
 
-#[cfg(feature = "cuda")]
-use crate::device::buf;
+use crate::cpu::unary as cpu;
+use crate::device::{cuda_vjp, on_cuda, Device};
 use crate::float::{self, Float};
-use crate::kernels;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
 use crate::var::{record, Var};
 
+/// The functions, with their values and derivatives.
 #[derive(Clone, Copy, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Neg,
     Exp,
     Log,
@@ -37,7 +41,7 @@ impl Kind {
     }
 
     #[inline(always)]
-    fn apply<T: Float>(self, x: T) -> T {
+    pub(crate) fn apply<T: Float>(self, x: T) -> T {
         match self {
             Kind::Neg => -x,
             Kind::Exp => x.exp_fast(),
@@ -51,25 +55,9 @@ impl Kind {
         }
     }
 
-    #[cfg(feature = "cuda")]
-    fn gpu(self) -> deq_cuda::ops::elementwise::UnaryKind {
-        use deq_cuda::ops::elementwise::UnaryKind as G;
-        match self {
-            Kind::Neg => G::Neg,
-            Kind::Exp => G::Exp,
-            Kind::Log => G::Log,
-            Kind::Tanh => G::Tanh,
-            Kind::Sigmoid => G::Sigmoid,
-            Kind::Relu => G::Relu,
-            Kind::Gelu => G::Gelu,
-            Kind::Sqrt => G::Sqrt,
-            Kind::Powi(n) => G::Powi(n),
-        }
-    }
-
     /// Which values [`Kind::derivative`] reads: `(input, output)`. A recording keeps only
     /// those (relu keeps its output, not the pre-activation; neg keeps nothing).
-    fn reads(self) -> (bool, bool) {
+    pub(crate) fn reads(self) -> (bool, bool) {
         match self {
             Kind::Neg => (false, false),
             Kind::Exp | Kind::Tanh | Kind::Sigmoid | Kind::Relu | Kind::Sqrt => (false, true),
@@ -80,7 +68,7 @@ impl Kind {
     /// g · f'(x), given the input `x` and the output `y = f(x)` (only those of
     /// [`Kind::reads`] are meaningful).
     #[inline(always)]
-    fn derivative<T: Float>(self, g: T, x: T, y: T) -> T {
+    pub(crate) fn derivative<T: Float>(self, g: T, x: T, y: T) -> T {
         match self {
             Kind::Neg => -g,
             Kind::Exp => g * y,
@@ -104,7 +92,7 @@ impl Kind {
 
 struct UnaryBackward<T: Float> {
     kind: Kind,
-    /// The input, when the derivative reads it (always on a GPU).
+    /// The input, when the derivative reads it (always on a GPU, whose kernel takes both).
     x: Option<Tensor<T>>,
     /// The output, when the derivative reads it (always on a GPU).
     y: Option<Tensor<T>>,
@@ -116,91 +104,51 @@ impl<T: Float> Backward<T> for UnaryBackward<T> {
     }
 
     fn vjp(&self, _k: usize, g: &[T], dst: &mut [T], acc: bool) {
-        // A value the derivative does not read is stood in for by one it has (never read).
-        let x = self.x.as_ref().or(self.y.as_ref()).map_or(g, |t| t.data());
-        let y = self.y.as_ref().or(self.x.as_ref()).map_or(g, |t| t.data());
-        macro_rules! go {
-            ($kind:expr) => {
-                kernels::zip3_into(dst, g, x, y, |g, x, y| $kind.derivative(g, x, y), acc)
-            };
-        }
-        match self.kind {
-            Kind::Neg => go!(Kind::Neg),
-            Kind::Exp => go!(Kind::Exp),
-            Kind::Log => go!(Kind::Log),
-            Kind::Tanh => go!(Kind::Tanh),
-            Kind::Sigmoid => go!(Kind::Sigmoid),
-            Kind::Relu => go!(Kind::Relu),
-            Kind::Gelu => go!(Kind::Gelu),
-            Kind::Sqrt => go!(Kind::Sqrt),
-            Kind::Powi(n) => go!(Kind::Powi(n)),
-        }
+        let (x, y) = (self.x.as_ref(), self.y.as_ref());
+        cpu::backward(
+            self.kind,
+            g,
+            x.map(Tensor::data),
+            y.map(Tensor::data),
+            dst,
+            acc,
+        );
     }
 
     fn vjp_in_place(&self, _k: usize, g: &mut [T]) -> bool {
-        let x = self.x.as_ref().or(self.y.as_ref()).map(|t| t.data());
-        let y = self.y.as_ref().or(self.x.as_ref()).map(|t| t.data());
-        macro_rules! go {
-            ($kind:expr) => {
-                match (x, y) {
-                    (Some(x), Some(y)) => {
-                        kernels::zip_into_self3(g, x, y, |g, x, y| $kind.derivative(g, x, y))
-                    }
-                    _ => kernels::map_self(g, |g| $kind.derivative(g, g, g)),
-                }
-            };
-        }
-        match self.kind {
-            Kind::Neg => go!(Kind::Neg),
-            Kind::Exp => go!(Kind::Exp),
-            Kind::Log => go!(Kind::Log),
-            Kind::Tanh => go!(Kind::Tanh),
-            Kind::Sigmoid => go!(Kind::Sigmoid),
-            Kind::Relu => go!(Kind::Relu),
-            Kind::Gelu => go!(Kind::Gelu),
-            Kind::Sqrt => go!(Kind::Sqrt),
-            Kind::Powi(n) => go!(Kind::Powi(n)),
-        }
+        let (x, y) = (self.x.as_ref(), self.y.as_ref());
+        cpu::backward_in_place(self.kind, g, x.map(Tensor::data), y.map(Tensor::data));
         true
     }
 
-    #[cfg(feature = "cuda")]
-    fn vjp_gpu(
-        &self,
-        _k: usize,
-        g: &deq_cuda::GpuBuffer<T>,
-        dst: &mut deq_cuda::GpuBuffer<T>,
-        acc: bool,
-    ) {
+    cuda_vjp!(|op, _k, g, dst, acc| {
         let expect = "unary: a gpu recording keeps x and y";
-        let x = buf("unary", self.x.as_ref().expect(expect));
-        let y = buf("unary", self.y.as_ref().expect(expect));
-        deq_cuda::ops::elementwise::unary_backward(self.kind.gpu(), g, x, y, dst, acc);
+        let (x, y) = (op.x.as_ref().expect(expect), op.y.as_ref().expect(expect));
+        crate::cuda::unary::backward(op.kind, g, x, y, dst, acc)
+    });
+}
+
+/// The forward kernel on `x`'s device.
+fn forward<T: Float>(kind: Kind, x: &Tensor<T>) -> Tensor<T> {
+    match x.device() {
+        Device::Cpu => {
+            let mut out = crate::pool::take(x.numel());
+            cpu::forward(kind, x.data(), &mut out);
+            Tensor::from_vec(out, x.shape())
+        }
+        Device::Cuda(_) => on_cuda!(crate::cuda::unary::forward(kind, x)),
     }
 }
 
 fn unary<T: Float>(kind: Kind, a: &Var<T>) -> Var<T> {
     let v = a.value();
-    #[cfg(feature = "cuda")]
-    if let Some(x) = v.gpu() {
-        let y = deq_cuda::ops::elementwise::unary(kind.gpu(), x);
-        let value = Tensor::from_gpu(y, v.shape());
-        let (x, y) = (Some(v.clone()), Some(value.clone()));
-        return record(value, &[a], move || UnaryBackward { kind, x, y });
-    }
-    let value = match kind {
-        Kind::Neg => v.map(|x| Kind::Neg.apply(x)),
-        Kind::Exp => v.map(|x| Kind::Exp.apply(x)),
-        Kind::Log => v.map(|x| Kind::Log.apply(x)),
-        Kind::Tanh => v.map(|x| Kind::Tanh.apply(x)),
-        Kind::Sigmoid => v.map(|x| Kind::Sigmoid.apply(x)),
-        Kind::Relu => v.map(|x| Kind::Relu.apply(x)),
-        Kind::Gelu => v.map(|x| Kind::Gelu.apply(x)),
-        Kind::Sqrt => v.map(|x| Kind::Sqrt.apply(x)),
-        Kind::Powi(n) => v.map(move |x| Kind::Powi(n).apply(x)),
+    let value = forward(kind, v);
+    // A host recording keeps only what the derivative reads; the device kernel reads both.
+    let (reads_x, reads_y) = match v.device() {
+        Device::Cpu => kind.reads(),
+        Device::Cuda(_) => (true, true),
     };
-    let (reads_x, reads_y) = kind.reads();
-    let x = reads_x.then(|| a.value().clone());
+    let x = reads_x.then(|| v.clone());
     let y = reads_y.then(|| value.clone());
     record(value, &[a], move || UnaryBackward { kind, x, y })
 }
