@@ -273,6 +273,7 @@ impl Transformer {
             vocab: 0,
             d_embed: self.d,
             emb_dropout: self.dropout,
+            emb_scale: true,
             cell: CellConfig::Transformer(TransformerConfig {
                 d_model: self.d,
                 n_head: self.heads,
@@ -298,6 +299,7 @@ impl Trellis {
             vocab: 0,
             d_embed: self.d,
             emb_dropout: self.dropout,
+            emb_scale: false,
             cell: CellConfig::Trellisnet(TrellisConfig {
                 hidden: self.hidden,
                 dropout: self.dropout,

@@ -117,8 +117,9 @@ fn a_configuration_from_before_the_evaluation_protocol_loads_evaluating_like_its
 }
 
 /// `benches/presets/*.json` are the presets as they were when issue 15 began, kept as a frozen
-/// yardstick: they must stay loadable. `ptb-small` is not retuned yet and still equals its
-/// file; `tiny` was retuned on purpose (4000 steps instead of 1500) and differs in that alone.
+/// yardstick: they must stay loadable, and differ from today's presets only in what was
+/// retuned on purpose: `tiny`'s steps (4000 instead of 1500) and the input embedding's
+/// `√d_embed` scale of both (files without the field load with it off).
 #[test]
 fn the_frozen_yardstick_presets_load_and_validate() {
     for name in ["tiny", "ptb-small"] {
@@ -134,6 +135,8 @@ fn the_frozen_yardstick_presets_load_and_validate() {
             assert_eq!(c.steps, 1500);
             now.set_steps(c.steps);
         }
+        assert!(!c.model.emb_scale && now.model.emb_scale, "{name}");
+        now.model.emb_scale = false;
         assert_eq!(c, now, "{path} differs from the preset {name}");
     }
 }

@@ -21,6 +21,7 @@ fn check(cell: CellConfig, mode: BackwardMode) {
         vocab: 7,
         d_embed: 4,
         emb_dropout: 0.0,
+        emb_scale: true,
         cell,
     };
     let mut rng = Rng::new(3);

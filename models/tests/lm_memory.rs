@@ -41,6 +41,7 @@ fn model(cell: CellConfig, seed: u64) -> LanguageModel<f64> {
         vocab: VOCAB,
         d_embed: 4,
         emb_dropout: 0.0,
+        emb_scale: true,
         cell,
     };
     LanguageModel::new(&cfg, &mut Rng::new(seed))

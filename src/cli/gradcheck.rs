@@ -184,6 +184,7 @@ fn lm_case(
         vocab: 7,
         d_embed: 4,
         emb_dropout: 0.0,
+        emb_scale: true,
         cell,
     };
     let model = LanguageModel::<f64>::new(&mc, &mut Rng::new(3));
