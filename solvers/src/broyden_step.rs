@@ -23,14 +23,13 @@
 //! independent lanes; blocks of [`BLOCK`] values keep the state vectors' blocks in L1 while
 //! the factors stream past.
 
+use crate::vecops::generic::dot as lane_dot;
+use crate::vecops::{BLOCK, LANES};
 use deq_autograd::Float;
 use smallvec::SmallVec;
 
-const LANES: usize = 8;
-
 /// Ring slots, on the stack for rings of up to 32 pairs.
 type Slots = SmallVec<[usize; 32]>;
-const BLOCK: usize = 1024;
 
 /// `|vᵀΔg| ≤ SKIP_RTOL · ‖Δz‖‖Δg‖` skips the update.
 pub(crate) const SKIP_RTOL: f64 = 1e-14;
@@ -63,24 +62,6 @@ pub(crate) struct Factors<'a, T> {
 pub(crate) enum Update {
     Added,
     Skipped,
-}
-
-#[inline(always)]
-fn lane_dot<T: Float>(a: &[T], b: &[T]) -> f64 {
-    let mut acc = [0.0f64; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f64 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x.to_f64() * y.to_f64())
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] += x[l].to_f64() * y[l].to_f64();
-        }
-    }
-    acc.iter().sum::<f64>() + tail
 }
 
 /// `(a·b, c·b)` over one read of `b`.

@@ -11,11 +11,11 @@ use deq_autograd::Float;
 
 /// Lanes of independent accumulators: lets the compiler vectorise an f64 reduction whose
 /// summation order would otherwise be fixed.
-const LANES: usize = 8;
+pub(crate) const LANES: usize = 8;
 
 /// Values per block of the multi-vector kernels: the shared operand's block (4–8 KiB) stays in
 /// L1 while every other vector streams past it once.
-const BLOCK: usize = 1024;
+pub(crate) const BLOCK: usize = 1024;
 
 /// How many samples of `n` values one rayon task takes at least, so that a task covers about
 /// [`PAR_MIN`] values. Small states (W1: 256 values) then run on the calling thread with no
@@ -101,12 +101,13 @@ mod avx2 {
 
 /// Portable bodies, always inlined into their callers (and so compiled with the callers'
 /// target features).
-mod generic {
+pub(crate) mod generic {
     use super::{BLOCK, LANES};
     use deq_autograd::Float;
 
+    /// `a·b` in f64 over [`LANES`] independent accumulators.
     #[inline(always)]
-    pub(super) fn dot<T: Float>(a: &[T], b: &[T]) -> f64 {
+    pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> f64 {
         debug_assert_eq!(a.len(), b.len());
         let mut acc = [0.0f64; LANES];
         let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
