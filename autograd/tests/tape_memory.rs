@@ -76,21 +76,32 @@ fn no_grad_forward_keeps_three_activations_recorded_forward_grows_with_depth() {
     let tape = Tape::new();
     let w = tape.leaf(w_t.clone());
     let b = tape.leaf(b_t.clone());
-    let nograd_peak = peak_above_entry(|| {
-        no_grad(|| {
-            let mut z = Var::constant(z0.clone());
-            for _ in 0..DEPTH {
-                z = layer(&z, &w, &b);
-            }
-            assert_eq!(z.shape(), &[BATCH, HIDDEN]);
+    let nograd_peak_at = |depth: usize| {
+        peak_above_entry(|| {
+            no_grad(|| {
+                let mut z = Var::constant(z0.clone());
+                for _ in 0..depth {
+                    z = layer(&z, &w, &b);
+                }
+                assert_eq!(z.shape(), &[BATCH, HIDDEN]);
+            })
         })
-    });
-    // Small allowance for the per-tensor headers (shape, reference count).
-    let slack = 4096;
+    };
+    let (nograd_two, nograd_peak) = (nograd_peak_at(2), nograd_peak_at(DEPTH));
+    // Allowance for the per-tensor headers (shape, reference count) and for the matrix
+    // product's packing scratch, whose size follows the machine's cache sizes (about 0.5 KiB
+    // on an AMD Zen 4, about 5 KiB on CI's machine). Half an activation: a fourth live
+    // activation still fails.
+    let slack = activation / 2;
     assert!(
         nograd_peak <= 3 * activation + slack,
         "no-grad forward peaked at {nograd_peak} bytes above the weights; 3 activations are {}",
         3 * activation
+    );
+    // And it does not grow with depth: twenty layers peak where two do.
+    assert!(
+        nograd_peak <= nograd_two + 1024,
+        "no-grad peak grew with depth: {nograd_two} B at depth 2, {nograd_peak} B at {DEPTH}"
     );
 
     let recorded_peak = |depth: usize| {

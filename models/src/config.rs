@@ -201,7 +201,12 @@ impl EvalConfig {
 }
 
 /// The names accepted by [`TrainConfig::preset`].
-pub const PRESETS: [&str; 4] = ["tiny", "ptb-small", "trellis-tiny", "ptb-trellis"];
+pub const PRESETS: [&str; 5] = ["tiny", "ptb-small", "ptb-1h", "trellis-tiny", "ptb-trellis"];
+
+/// Presets that are a wall-time budget (minutes): `deq train --preset NAME` runs with
+/// `--minutes` set to this unless `--steps` or `--minutes` is given; their `steps` is
+/// provisional, replaced by the budget's plan.
+pub const TIMED_PRESETS: [(&str, f64); 1] = [("ptb-1h", 60.0)];
 
 /// Warm-up lasts `steps / WARMUP_DIVISOR` steps (at least one).
 pub const WARMUP_DIVISOR: usize = 20;
@@ -265,6 +270,7 @@ struct Transformer {
     inner: usize,
     mem: usize,
     dropout: f64,
+    out_dropout: f64,
 }
 
 impl Transformer {
@@ -274,6 +280,7 @@ impl Transformer {
             d_embed: self.d,
             emb_dropout: self.dropout,
             emb_scale: true,
+            out_dropout: self.out_dropout,
             cell: CellConfig::Transformer(TransformerConfig {
                 d_model: self.d,
                 n_head: self.heads,
@@ -300,6 +307,7 @@ impl Trellis {
             d_embed: self.d,
             emb_dropout: self.dropout,
             emb_scale: false,
+            out_dropout: self.dropout,
             cell: CellConfig::Trellisnet(TrellisConfig {
                 hidden: self.hidden,
                 dropout: self.dropout,
@@ -339,7 +347,8 @@ fn deq_cfg(forward_iters: usize) -> DeqConfig {
 
 impl TrainConfig {
     /// A named preset: `tiny` (the default: a small DEQ-Transformer that trains on PTB in a few
-    /// minutes on 2 cores), `ptb-small` (the real PTB run), `trellis-tiny`, `ptb-trellis`.
+    /// minutes on 2 cores), `ptb-small` (the real PTB run), `ptb-1h` (the one-hour PTB run:
+    /// see [`TIMED_PRESETS`]), `trellis-tiny`, `ptb-trellis`.
     pub fn preset(name: &str) -> Result<TrainConfig, String> {
         let recipe = match name {
             "tiny" => Recipe {
@@ -349,6 +358,7 @@ impl TrainConfig {
                     inner: 128,
                     mem: 16,
                     dropout: 0.0,
+                    out_dropout: 0.0,
                 }
                 .model(),
                 batch: 16,
@@ -366,6 +376,7 @@ impl TrainConfig {
                     inner: 1024,
                     mem: 64,
                     dropout: 0.1,
+                    out_dropout: 0.1,
                 }
                 .model(),
                 batch: 16,
@@ -375,6 +386,24 @@ impl TrainConfig {
                 pretrain_steps: 2000,
                 train_iters: 15,
                 eval_iters: 20,
+            },
+            "ptb-1h" => Recipe {
+                model: Transformer {
+                    d: 192,
+                    heads: 4,
+                    inner: 768,
+                    mem: 32,
+                    dropout: 0.15,
+                    out_dropout: 0.2,
+                }
+                .model(),
+                batch: 16,
+                seq_len: 48,
+                steps: 16000,
+                lr: 2e-3,
+                pretrain_steps: 600,
+                train_iters: 8,
+                eval_iters: 16,
             },
             "trellis-tiny" => Recipe {
                 model: Trellis {

@@ -34,6 +34,11 @@ pub struct ModelConfig {
     /// (the reference: about 4). Configurations written without the field: off.
     #[serde(default)]
     pub emb_scale: bool,
+    /// Dropout on the equilibrium before the output layer (the reference's output dropout:
+    /// one mask per sequence and feature, shared over time; training only). Configurations
+    /// written without the field: 0.
+    #[serde(default)]
+    pub out_dropout: f64,
     /// The cell.
     pub cell: CellConfig,
 }
@@ -58,6 +63,7 @@ impl ModelConfig {
         positive("vocab", self.vocab)?;
         positive("d_embed", self.d_embed)?;
         prob("emb_dropout", self.emb_dropout)?;
+        prob("out_dropout", self.out_dropout)?;
         match &self.cell {
             CellConfig::Transformer(c) => {
                 positive("n_head", c.n_head)?;
@@ -283,7 +289,7 @@ impl<T: Float> LanguageModel<T> {
                 let memory = mem.z.as_ref().zip(mem.u.as_ref());
                 let klen = t + memory.map_or(0, |(z, _)| z.dim(1));
                 let eff = cell.prepare(p, memory, klen);
-                let step = cell.step(batch, rng);
+                let step = cell.step(batch, rng.as_deref_mut());
                 let z0 = Tensor::zeros_on(&[batch, t, d], device);
                 let res = deq(&step, &u, &eff, &z0, deq_cfg);
                 let jacobian =
@@ -315,7 +321,7 @@ impl<T: Float> LanguageModel<T> {
                     .z
                     .clone()
                     .unwrap_or_else(|| Tensor::zeros_on(&[batch, 1, 2 * h], device));
-                let step = cell.step(batch, Some(history), rng);
+                let step = cell.step(batch, Some(history), rng.as_deref_mut());
                 let z0 = Tensor::zeros_on(&[batch, t, 2 * h], device);
                 let res = deq(&step, &u, &eff, &z0, deq_cfg);
                 let jacobian =
@@ -327,6 +333,12 @@ impl<T: Float> LanguageModel<T> {
                 // The output is the last d_embed channels of h.
                 (res.z.narrow(2, h - d, d), res.stats, memory, jacobian)
             }
+        };
+        let out = match rng {
+            Some(r) if self.cfg.out_dropout > 0.0 => {
+                VariationalDropout::new(&[batch, 1, d], self.cfg.out_dropout, r).apply(&out)
+            }
+            _ => out,
         };
         let logits = out.linear(&p[self.emb.0], Some(&p[self.out_bias.0]));
         (logits, stats, memory, jacobian)

@@ -22,6 +22,7 @@ fn check(cell: CellConfig, mode: BackwardMode) {
         d_embed: 4,
         emb_dropout: 0.0,
         emb_scale: true,
+        out_dropout: 0.0,
         cell,
     };
     let mut rng = Rng::new(3);

@@ -42,6 +42,7 @@ fn model(cell: CellConfig, seed: u64) -> LanguageModel<f64> {
         d_embed: 4,
         emb_dropout: 0.0,
         emb_scale: true,
+        out_dropout: 0.0,
         cell,
     };
     LanguageModel::new(&cfg, &mut Rng::new(seed))

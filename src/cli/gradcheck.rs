@@ -185,6 +185,7 @@ fn lm_case(
         d_embed: 4,
         emb_dropout: 0.0,
         emb_scale: true,
+        out_dropout: 0.0,
         cell,
     };
     let model = LanguageModel::<f64>::new(&mc, &mut Rng::new(3));

@@ -53,6 +53,12 @@ impl Progress {
         }
     }
 
+    /// Changes the step count of the run (a re-planned time budget).
+    pub fn set_total(&mut self, total: usize) {
+        self.total = total;
+        self.bar.set_length(total as u64);
+    }
+
     /// Shows one step.
     pub fn update(&mut self, m: &StepMetrics, skipped_total: usize) {
         self.tokens += m.tokens;

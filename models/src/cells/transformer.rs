@@ -30,7 +30,9 @@ pub struct TransformerConfig {
     pub d_inner: usize,
     /// Positions of the previous segment kept as attention memory.
     pub mem_len: usize,
-    /// Variational dropout on the attention and FFN outputs (training only).
+    /// Variational dropout on the attention output, the FFN's inner activation and its
+    /// output, as the reference's `dropout` (training only; the masks are drawn once per
+    /// forward pass and shared by every solver iteration and over time).
     pub dropout: f64,
     /// Weight-normalise the linear maps.
     pub weight_norm: bool,
@@ -132,12 +134,14 @@ impl DeqTransformerCell {
     /// (`rng = None`: evaluation, no dropout).
     pub fn step<T: Float>(&self, batch: usize, rng: Option<&mut Rng>) -> TransformerStep<T> {
         let shape = [batch, 1, self.cfg.d_model];
-        let (drop_attn, drop_ffn) = match rng {
+        let (drop_attn, drop_ffn, drop_inner) = match rng {
             Some(r) if self.cfg.dropout > 0.0 => (
                 VariationalDropout::new(&shape, self.cfg.dropout, r),
                 VariationalDropout::new(&shape, self.cfg.dropout, r),
+                VariationalDropout::new(&[batch, 1, self.cfg.d_inner], self.cfg.dropout, r),
             ),
             _ => (
+                VariationalDropout::identity(),
                 VariationalDropout::identity(),
                 VariationalDropout::identity(),
             ),
@@ -146,6 +150,7 @@ impl DeqTransformerCell {
             heads: self.cfg.n_head,
             drop_attn,
             drop_ffn,
+            drop_inner,
         }
     }
 }
@@ -156,6 +161,7 @@ pub struct TransformerStep<T: Float> {
     heads: usize,
     drop_attn: VariationalDropout<T>,
     drop_ffn: VariationalDropout<T>,
+    drop_inner: VariationalDropout<T>,
 }
 
 impl<T: Float> ImplicitCell<T> for TransformerStep<T> {
@@ -174,10 +180,8 @@ impl<T: Float> ImplicitCell<T> for TransformerStep<T> {
             .drop_attn
             .apply(&attn.attend_projected(&qkv, e.get(10)));
         let h = z.add(&a).layer_norm(1e-5);
-        let ff = h
-            .linear(&e[6], Some(&e[7]))
-            .relu()
-            .linear(&e[8], Some(&e[9]));
+        let inner = self.drop_inner.apply(&h.linear(&e[6], Some(&e[7])).relu());
+        let ff = inner.linear(&e[8], Some(&e[9]));
         h.add(&self.drop_ffn.apply(&ff)).layer_norm(1e-5)
     }
 }

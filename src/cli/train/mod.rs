@@ -4,6 +4,7 @@
 //! [`session`] (the training loop, periodic evaluation, saving), [`recovery`] (non-finite
 //! streaks), [`history`] (the plot).
 
+mod budget;
 mod history;
 mod recovery;
 mod run_dir;
@@ -20,8 +21,8 @@ use std::process::ExitCode;
 /// Options of `deq train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Preset: tiny (the default, minutes on 2 cores), ptb-small (the real PTB run),
-    /// trellis-tiny, ptb-trellis.
+    /// Preset: tiny (the default, minutes on 2 cores), ptb-small (the real PTB run), ptb-1h
+    /// (one hour of wall time: --minutes 60), trellis-tiny, ptb-trellis.
     #[arg(long, conflicts_with = "config")]
     preset: Option<String>,
     /// Cell; `trellisnet` switches a transformer preset to its TrellisNet twin.
@@ -37,6 +38,11 @@ pub struct TrainArgs {
     /// `--resume`: extends or shortens the run, see README).
     #[arg(long)]
     steps: Option<usize>,
+    /// A wall-time budget in minutes, for any preset: the step count (and with it the
+    /// schedule) is planned from the speed a probe measures before the first step, and
+    /// re-planned at each evaluation so the run, final evaluation included, ends on time.
+    #[arg(long, conflicts_with = "steps")]
+    minutes: Option<f64>,
     /// Streams per training batch.
     #[arg(long)]
     batch: Option<usize>,
@@ -95,6 +101,7 @@ pub struct TrainArgs {
 
 /// Runs `deq train`.
 pub fn run(a: TrainArgs) -> Result<ExitCode> {
+    let start = std::time::Instant::now();
     // Check the device first: a missing GPU fails at once, before any data is read.
     a.machine.device.open()?;
     let plan = match &a.resume {
@@ -109,5 +116,32 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let options = session::Options::from_args(&a)?;
-    session::Session::start(plan, options)?.run()
+    let Some(minutes) = budget_minutes(&a) else {
+        return session::Session::start(plan, options)?.run();
+    };
+    if !(minutes.is_finite() && minutes > 0.0) {
+        return Err(deq_models::error::DeqError::config(format!(
+            "--minutes must be > 0, got {minutes}"
+        )));
+    }
+    let mut plan = plan;
+    let device = a.machine.device;
+    println!("deq train: timing a few steps and an evaluation to plan {minutes} minutes");
+    let (budget, cfg) =
+        budget::Budget::plan(minutes, start, &plan.trainer.cfg, &plan.corpus, device)?;
+    plan.trainer = deq_models::train::Trainer::new(cfg);
+    session::Session::start(plan, options)?
+        .with_budget(budget)
+        .run()
+}
+
+/// `--minutes`, or a timed preset's budget when neither `--minutes` nor `--steps` is given
+/// (a fresh run only: a resumed run continues as a step count).
+fn budget_minutes(a: &TrainArgs) -> Option<f64> {
+    if a.minutes.is_some() || a.steps.is_some() || a.resume.is_some() || a.config.is_some() {
+        return a.minutes;
+    }
+    let preset = a.preset.as_deref()?;
+    let mut timed = deq_models::config::TIMED_PRESETS.iter();
+    timed.find(|(name, _)| *name == preset).map(|(_, m)| *m)
 }

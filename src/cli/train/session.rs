@@ -2,6 +2,7 @@
 //! from a non-finite streak, the periodic evaluation on the whole validation split, saving,
 //! stopping early, and the final evaluation of the best checkpoint).
 
+use super::budget::Budget;
 use super::history::History;
 use super::recovery::{Recovery, MAX_SKIPS};
 use super::run_dir::{self, RunDir};
@@ -69,6 +70,7 @@ pub struct Session {
     last_save: Instant,
     skipped_total: usize,
     trace_every: usize,
+    budget: Option<Budget>,
 }
 
 impl Session {
@@ -168,7 +170,15 @@ impl Session {
             last_save: Instant::now(),
             skipped_total: 0,
             trace_every,
+            budget: None,
         })
+    }
+
+    /// Runs under a `--minutes` budget (its first plan is logged).
+    pub fn with_budget(mut self, budget: Budget) -> Session {
+        self.log.write(&budget.first_record(&self.trainer.cfg));
+        self.budget = Some(budget);
+        self
     }
 
     /// Trains to the last step (or `--stop-after`), then evaluates the best checkpoint.
@@ -188,7 +198,11 @@ impl Session {
     /// One training step, its records, and what follows it: a recovery after a streak, an
     /// evaluation when one is due, else a timed save.
     fn step(&mut self) -> Result<()> {
+        let pretraining = self.trainer.step < self.trainer.cfg.pretrain_steps;
         let m = self.trainer.train_step(&self.train);
+        if let Some(b) = &mut self.budget {
+            b.observe(m.seconds, pretraining);
+        }
         self.recovery.observe(&m);
         self.skipped_total += m.skipped as usize;
         self.log.write(&train_record(&m));
@@ -272,7 +286,9 @@ impl Session {
     /// `best` when the loss is the lowest yet, and `last`.
     fn evaluate(&mut self) -> Result<()> {
         let step = self.trainer.step;
+        let started = Instant::now();
         let score = self.valid.score(&self.trainer.model, &self.trainer.cfg);
+        self.replan(step, started.elapsed().as_secs_f64());
         self.progress.println(&format!(
             "step {step:>6}: valid loss {:.3}, ppl {:.1} ({} tokens scored; {})",
             score.loss,
@@ -299,6 +315,25 @@ impl Session {
             self.save(&best)?;
         }
         self.save_last()
+    }
+
+    /// Under a budget, re-sizes the run after an evaluation (see [`super::budget`]).
+    fn replan(&mut self, step: usize, valid_seconds: f64) {
+        let Some(budget) = &self.budget else {
+            return;
+        };
+        if step >= self.trainer.cfg.steps {
+            return;
+        }
+        if let Some((steps, record)) = budget.replan(&self.trainer.cfg, step, valid_seconds) {
+            self.progress.println(&format!(
+                "step {step:>6}: re-planned to {steps} steps (was {}) to end within the budget",
+                self.trainer.cfg.steps
+            ));
+            self.trainer.cfg.extend_to(steps);
+            self.progress.set_total(steps);
+            self.log.write(&record);
+        }
     }
 
     fn save_due(&self) -> bool {

@@ -173,6 +173,7 @@ fn refuse_changes(a: &TrainArgs) -> Result<()> {
         ("--seq-len", a.seq_len.is_some()),
         ("--lr", a.lr.is_some()),
         ("--seed", a.seed.is_some()),
+        ("--minutes", a.minutes.is_some()),
         ("--jac-weight", a.jac_weight.is_some()),
         ("--jac-freq", a.jac_freq.is_some()),
         ("--eval-batch", a.eval_batch.is_some()),

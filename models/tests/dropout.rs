@@ -1,0 +1,156 @@
+//! Dropout in the DEQ models (f64): every mask is drawn once per forward pass, so one solve
+//! finds the equilibrium of one fixed masked cell; the next training step draws new masks;
+//! evaluation has none.
+
+use deq_autograd::{no_grad, Rng, Tensor, Var};
+use deq_models::cells::{DeqTransformerCell, TransformerConfig, TrellisConfig};
+use deq_models::{CellConfig, LanguageModel, Memory, ModelConfig, ParamStore};
+use deq_solvers::implicit::ImplicitCell;
+use deq_solvers::{deq, BackwardMode, DeqConfig, SolverConfig, SolverKind, StopMode};
+
+const BATCH: usize = 2;
+const LEN: usize = 5;
+const D: usize = 8;
+
+fn transformer_cfg(dropout: f64) -> TransformerConfig {
+    TransformerConfig {
+        d_model: D,
+        n_head: 2,
+        d_inner: 16,
+        mem_len: 0,
+        dropout,
+        weight_norm: true,
+    }
+}
+
+/// The cell's parameters (as constants, seeded: the dropout rate does not change them) and a
+/// random injection `[B, T, 3d]` and state `[B, T, d]`.
+fn cell_and_inputs(dropout: f64) -> (DeqTransformerCell, Vec<Var<f64>>, Var<f64>, Var<f64>) {
+    let mut rng = Rng::new(11);
+    let mut store = ParamStore::<f64>::new();
+    let cell = DeqTransformerCell::new(&mut store, "cell", &transformer_cfg(dropout), &mut rng);
+    let eff = cell.prepare(&store.constants(), None, LEN);
+    let u = Var::constant(Tensor::randn(&[BATCH, LEN, 3 * D], 0.5, &mut rng));
+    let z = Var::constant(Tensor::randn(&[BATCH, LEN, D], 1.0, &mut rng));
+    (cell, eff, u, z)
+}
+
+fn max_diff(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let pairs = a.data().iter().zip(b.data());
+    pairs.map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+fn tight() -> DeqConfig {
+    let s = SolverConfig::new(
+        SolverKind::Broyden { memory: 60 },
+        200,
+        1e-11,
+        StopMode::Abs,
+    )
+    .unwrap();
+    DeqConfig::new(s.clone(), s, BackwardMode::Implicit).unwrap()
+}
+
+#[test]
+fn one_forward_pass_keeps_its_masks_so_the_solve_finds_a_fixed_point_of_the_masked_cell() {
+    no_grad(|| {
+        let (cell, eff, u, z) = cell_and_inputs(0.3);
+        let step = cell.step::<f64>(BATCH, Some(&mut Rng::new(5)));
+        let (a, b) = (step.apply(&z, &u, &eff), step.apply(&z, &u, &eff));
+        assert_eq!(
+            max_diff(a.value(), b.value()),
+            0.0,
+            "a second call drew new masks"
+        );
+        let z0 = Tensor::zeros(&[BATCH, LEN, D]);
+        let res = deq(&step, &u, &eff, &z0, &tight());
+        let again = step.apply(&res.z, &u, &eff);
+        let resid = max_diff(again.value(), res.z.value());
+        assert!(resid < 1e-9, "f(z*) - z* = {resid:e} for the same masks");
+        // The masks do something: the equilibrium is not the unmasked cell's.
+        let plain = cell.step::<f64>(BATCH, None);
+        let off = max_diff(plain.apply(&res.z, &u, &eff).value(), res.z.value());
+        assert!(off > 1e-3, "the unmasked cell moves z* by only {off:e}");
+    });
+}
+
+#[test]
+fn each_forward_pass_draws_new_masks() {
+    no_grad(|| {
+        let (cell, eff, u, z) = cell_and_inputs(0.3);
+        let mut rng = Rng::new(5);
+        let first = cell.step::<f64>(BATCH, Some(&mut rng)).apply(&z, &u, &eff);
+        let second = cell.step::<f64>(BATCH, Some(&mut rng)).apply(&z, &u, &eff);
+        let diff = max_diff(first.value(), second.value());
+        assert!(
+            diff > 1e-3,
+            "two training steps used the same masks ({diff:e})"
+        );
+    });
+}
+
+#[test]
+fn evaluation_applies_no_dropout_in_the_cell() {
+    no_grad(|| {
+        let (cell, eff, u, z) = cell_and_inputs(0.3);
+        let (plain, _, _, _) = cell_and_inputs(0.0);
+        let eval = cell.step::<f64>(BATCH, None).apply(&z, &u, &eff);
+        let reference = plain
+            .step::<f64>(BATCH, Some(&mut Rng::new(5)))
+            .apply(&z, &u, &eff);
+        assert_eq!(max_diff(eval.value(), reference.value()), 0.0);
+    });
+}
+
+fn lm(cell: CellConfig, p: f64) -> LanguageModel<f64> {
+    let cfg = ModelConfig {
+        vocab: 9,
+        d_embed: D,
+        emb_dropout: p,
+        emb_scale: true,
+        out_dropout: p,
+        cell,
+    };
+    LanguageModel::new(&cfg, &mut Rng::new(3))
+}
+
+fn cells(p: f64) -> [CellConfig; 2] {
+    [
+        CellConfig::Transformer(transformer_cfg(p)),
+        CellConfig::Trellisnet(TrellisConfig {
+            hidden: 10,
+            dropout: p,
+        }),
+    ]
+}
+
+fn logits(m: &LanguageModel<f64>, rng: Option<&mut Rng>) -> Tensor<f64> {
+    let tokens: Vec<usize> = (0..BATCH * LEN).map(|i| (i * 7 + 2) % 9).collect();
+    no_grad(|| {
+        let p = m.store.constants();
+        let mem = Memory::default();
+        m.logits(&p, &tokens, BATCH, &mem, &tight(), rng)
+            .0
+            .into_value()
+    })
+}
+
+#[test]
+fn the_language_models_drop_in_training_only_with_new_masks_each_pass() {
+    for (with, without) in cells(0.3).into_iter().zip(cells(0.0)) {
+        let (m, plain) = (lm(with, 0.3), lm(without, 0.0));
+        let reference = logits(&plain, Some(&mut Rng::new(1)));
+        assert_eq!(
+            max_diff(&logits(&m, None), &reference),
+            0.0,
+            "evaluation dropped something"
+        );
+        let a = logits(&m, Some(&mut Rng::new(1)));
+        let b = logits(&m, Some(&mut Rng::new(1)));
+        assert_eq!(max_diff(&a, &b), 0.0, "the same seed drew other masks");
+        let c = logits(&m, Some(&mut Rng::new(2)));
+        assert!(max_diff(&a, &c) > 1e-3, "another seed drew the same masks");
+        assert!(max_diff(&a, &reference) > 1e-3, "training dropped nothing");
+    }
+}
