@@ -335,6 +335,39 @@ fn bad_inputs_exit_2_with_a_clear_message_and_no_new_files() {
         ),
         (
             vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                ck_s.clone(),
+                "--data".into(),
+                good_s.clone(),
+                "--iters".into(),
+                "0".into(),
+            ],
+            "max_iter must be ≥ 1",
+        ),
+        (
+            vec![
+                "eval".into(),
+                "--checkpoint".into(),
+                ck_s.clone(),
+                "--data".into(),
+                good_s.clone(),
+                "--tol=-1".into(),
+            ],
+            "tol must be finite",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--preset".into(),
+                "ptb-1h".into(),
+                "--model".into(),
+                "trellisnet".into(),
+            ],
+            "no TrellisNet twin",
+        ),
+        (
+            vec![
                 "generate".into(),
                 "--checkpoint".into(),
                 ck_s.clone(),

@@ -517,3 +517,63 @@ fn print_config_writes_the_json_that_config_accepts_and_nothing_else() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_time_budget_plans_the_steps_from_a_probe_logs_each_plan_and_ends_with_the_final_figures() {
+    let dir = scratch("budget");
+    let (data, config) = (write_data(&dir), write_config(&dir));
+    let run = dir.join("run");
+    let args = ["train", "--config", s(&config), "--data", s(&data)];
+    let out = ok(
+        &dir,
+        &[&args[..], &["--minutes", "0.05", "--out", s(&run)]].concat(),
+    );
+    assert!(out.contains("best checkpoint"), "{out}");
+    let recs = records(&run);
+    let plans = of_kind(&recs, "plan");
+    assert_eq!(
+        plans[0]["measured"], "probe",
+        "the first plan comes from the probe"
+    );
+    let start = of_kind(&recs, "start")[0];
+    assert_eq!(start["config"]["steps"], plans[0]["steps"]);
+    // The run ends at the last plan's step count, with its final evaluation.
+    let last_step = of_kind(&recs, "train").last().unwrap()["step"].clone();
+    assert_eq!(&last_step, &plans.last().unwrap()["steps"]);
+    assert_eq!(of_kind(&recs, "final").len(), 1);
+    for p in &plans {
+        for key in ["deq_step", "pretrain_step", "valid", "test"] {
+            assert!(p["costs"][key].as_f64().unwrap() > 0.0, "{p}");
+        }
+    }
+    // A budget cannot be set on resume, nor be empty.
+    let resume = deq(
+        &dir,
+        &[
+            "train",
+            "--resume",
+            s(&run.join("last.safetensors")),
+            "--minutes",
+            "1",
+        ],
+    );
+    assert_eq!(resume.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&resume.stderr).contains("--minutes cannot change"));
+    let empty = deq(&dir, &[&args[..], &["--minutes", "0"]].concat());
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("--minutes must be > 0"));
+
+    // `deq plot` redraws training.png from metrics.jsonl alone.
+    let png = dir.join("redrawn.png");
+    let drawn = ok(&dir, &["plot", s(&run), "--out", s(&png)]);
+    assert!(
+        drawn.contains(&format!("drew {last_step} steps")),
+        "{drawn}"
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let missing = deq(&dir, &["plot", s(&data)]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("metrics.jsonl"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

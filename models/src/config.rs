@@ -311,6 +311,7 @@ impl Trellis {
             cell: CellConfig::Trellisnet(TrellisConfig {
                 hidden: self.hidden,
                 dropout: self.dropout,
+                weight_norm: true,
             }),
         }
     }
@@ -413,12 +414,14 @@ impl TrainConfig {
                 }
                 .model(),
                 batch: 16,
-                seq_len: 32,
-                steps: 1200,
+                // Segments short enough for the solve to span them: a kernel-2 trellis
+                // carries information one position per iteration.
+                seq_len: 16,
+                steps: 4800,
                 lr: 2e-3,
                 pretrain_steps: 200,
-                train_iters: 8,
-                eval_iters: 12,
+                train_iters: 16,
+                eval_iters: 24,
             },
             "ptb-trellis" => Recipe {
                 model: Trellis {

@@ -80,6 +80,7 @@ pub mod lm;
 pub mod optim;
 pub mod params;
 pub mod score;
+pub mod segment;
 pub mod sizes;
 pub mod state;
 pub mod train;

@@ -1,11 +1,12 @@
 //! The DEQ language model: embedding → injection → DEQ cell (through the implicit layer) →
 //! output tied to the embedding, with cross-entropy loss.
 
-use crate::cells::{DeqTransformerCell, TransformerConfig, TrellisConfig, TrellisNetCell};
-use crate::layers::Linear;
+use crate::cells::{TransformerConfig, TransformerLayer, TrellisConfig, TrellisLayer};
 use crate::params::{ParamId, ParamStore};
+pub use crate::segment::{JacobianProbe, Memory};
+use crate::segment::{Segment, SegmentOutput};
 use deq_autograd::{Float, Rng, Tensor, Var};
-use deq_solvers::implicit::{deq, jacobian_penalty, DeqConfig, DeqStats, VariationalDropout};
+use deq_solvers::implicit::{DeqConfig, DeqStats, VariationalDropout};
 use serde::{Deserialize, Serialize};
 
 /// Which cell, with its sizes.
@@ -97,31 +98,12 @@ impl ModelConfig {
     }
 }
 
+/// The implicit layer: each cell's own injection, memory and solve.
 #[derive(Clone, Debug)]
 #[allow(clippy::large_enum_variant)] // one per model, never moved in hot code
 enum Cell {
-    Transformer {
-        cell: DeqTransformerCell,
-        inject: Linear,
-    },
-    Trellis {
-        cell: TrellisNetCell,
-        inject_w: ParamId,
-        inject_b: ParamId,
-    },
-}
-
-/// What a forward pass carries to the next segment (detached).
-///
-/// Transformer: `z` is the last `mem_len` equilibrium positions `[B, M, d]` and `u` the matching
-/// injections `[B, M, 3d]`. TrellisNet: `z` is the last state `[B, 1, 2H]` and `u` the last
-/// embedding `[B, 1, d]`.
-#[derive(Clone, Debug, Default)]
-pub struct Memory<T: Float> {
-    /// Past states.
-    pub z: Option<Tensor<T>>,
-    /// Past injections or embeddings.
-    pub u: Option<Tensor<T>>,
+    Transformer(TransformerLayer),
+    Trellis(TrellisLayer),
 }
 
 /// One forward pass's result.
@@ -135,15 +117,6 @@ pub struct ForwardOutput<T: Float> {
     /// The Jacobian penalty `‖J_f(z*)‖_F² / N`, when asked for
     /// ([`LanguageModel::forward_regularised`]).
     pub jacobian: Option<Var<T>>,
-}
-
-/// A request for the Jacobian penalty at the equilibrium: probes per estimate and the
-/// generator they are drawn from.
-pub struct JacobianProbe<'a> {
-    /// Gaussian probes.
-    pub n_vecs: usize,
-    /// Where they come from.
-    pub rng: &'a mut Rng,
 }
 
 /// A DEQ language model with its parameters.
@@ -167,22 +140,9 @@ impl<T: Float> LanguageModel<T> {
         let out_bias = store.add("output.bias", Tensor::zeros(&[cfg.vocab]));
         let cell = match &cfg.cell {
             CellConfig::Transformer(c) => {
-                let inject = Linear::new(&mut store, "inject", d, 3 * d, true, false, 1.0, rng);
-                let cell = DeqTransformerCell::new(&mut store, "cell", c, rng);
-                Cell::Transformer { cell, inject }
+                Cell::Transformer(TransformerLayer::new(&mut store, c, rng))
             }
-            CellConfig::Trellisnet(c) => {
-                let h = c.hidden;
-                let bound = 1.0 / (2.0 * d as f64).sqrt();
-                let inject_w = store.uniform("inject.weight", &[2, d, 4 * h], bound, rng);
-                let inject_b = store.uniform("inject.bias", &[4 * h], bound, rng);
-                let cell = TrellisNetCell::new(&mut store, "cell", c, rng);
-                Cell::Trellis {
-                    cell,
-                    inject_w,
-                    inject_b,
-                }
-            }
+            CellConfig::Trellisnet(c) => Cell::Trellis(TrellisLayer::new(&mut store, d, c, rng)),
         };
         LanguageModel {
             cfg: cfg.clone(),
@@ -221,7 +181,7 @@ impl<T: Float> LanguageModel<T> {
 
     /// [`LanguageModel::forward`], and with `jac` the Jacobian penalty of the cell at the
     /// segment's equilibrium, recorded through the injection and the parameters
-    /// ([`jacobian_penalty`]).
+    /// ([`deq_solvers::implicit::jacobian_penalty`]).
     #[allow(clippy::too_many_arguments)]
     pub fn forward_regularised(
         &self,
@@ -273,7 +233,6 @@ impl<T: Float> LanguageModel<T> {
     ) -> (Var<T>, DeqStats, Memory<T>, Option<Var<T>>) {
         let t = tokens.len() / batch;
         let d = self.cfg.d_embed;
-        let device = p[self.emb.0].value().device();
         let mut emb = p[self.emb.0].embedding(tokens, &[batch, t]);
         if self.cfg.emb_scale {
             emb = emb.mul_scalar((d as f64).sqrt());
@@ -283,56 +242,22 @@ impl<T: Float> LanguageModel<T> {
                 emb = VariationalDropout::new(&[batch, 1, d], self.cfg.emb_dropout, r).apply(&emb);
             }
         }
-        let (out, stats, memory, jacobian) = match &self.cell {
-            Cell::Transformer { cell, inject } => {
-                let u = inject.forward(p, &emb);
-                let memory = mem.z.as_ref().zip(mem.u.as_ref());
-                let klen = t + memory.map_or(0, |(z, _)| z.dim(1));
-                let eff = cell.prepare(p, memory, klen);
-                let step = cell.step(batch, rng.as_deref_mut());
-                let z0 = Tensor::zeros_on(&[batch, t, d], device);
-                let res = deq(&step, &u, &eff, &z0, deq_cfg);
-                let jacobian =
-                    jac.map(|j| jacobian_penalty(&step, &u, &eff, res.z.value(), j.n_vecs, j.rng));
-                let m = cell.cfg.mem_len;
-                let memory = Memory {
-                    z: keep_last(mem.z.as_ref(), res.z.value(), m),
-                    u: keep_last(mem.u.as_ref(), u.value(), m),
-                };
-                (res.z, res.stats, memory, jacobian)
-            }
-            Cell::Trellis {
-                cell,
-                inject_w,
-                inject_b,
-            } => {
-                let hist = match &mem.u {
-                    Some(m) => Var::constant(m.clone()),
-                    None => Var::constant(Tensor::zeros_on(&[batch, 1, d], device)),
-                };
-                let emb_ext = Var::concat(&[&hist, &emb], 1);
-                let u = emb_ext
-                    .causal_conv1d(&p[inject_w.0], Some(&p[inject_b.0]), 1)
-                    .narrow(1, 1, t);
-                let eff = cell.prepare(p);
-                let h = cell.cfg.hidden;
-                // No memory yet: a zero history on the parameters' device.
-                let history = mem
-                    .z
-                    .clone()
-                    .unwrap_or_else(|| Tensor::zeros_on(&[batch, 1, 2 * h], device));
-                let step = cell.step(batch, Some(history), rng.as_deref_mut());
-                let z0 = Tensor::zeros_on(&[batch, t, 2 * h], device);
-                let res = deq(&step, &u, &eff, &z0, deq_cfg);
-                let jacobian =
-                    jac.map(|j| jacobian_penalty(&step, &u, &eff, res.z.value(), j.n_vecs, j.rng));
-                let memory = Memory {
-                    z: Some(last_position(res.z.value())),
-                    u: Some(last_position(emb.value())),
-                };
-                // The output is the last d_embed channels of h.
-                (res.z.narrow(2, h - d, d), res.stats, memory, jacobian)
-            }
+        let segment = Segment {
+            p,
+            emb: &emb,
+            mem,
+            deq_cfg,
+            rng: rng.as_deref_mut(),
+            jac,
+        };
+        let SegmentOutput {
+            out,
+            stats,
+            memory,
+            jacobian,
+        } = match &self.cell {
+            Cell::Transformer(layer) => layer.segment(segment),
+            Cell::Trellis(layer) => layer.segment(segment),
         };
         let out = match rng {
             Some(r) if self.cfg.out_dropout > 0.0 => {
@@ -348,24 +273,4 @@ impl<T: Float> LanguageModel<T> {
     pub fn embedding_id(&self) -> ParamId {
         self.emb
     }
-}
-
-/// The last `m` positions of `[prev; cur]` along time (`None` when `m = 0`).
-fn keep_last<T: Float>(prev: Option<&Tensor<T>>, cur: &Tensor<T>, m: usize) -> Option<Tensor<T>> {
-    if m == 0 {
-        return None;
-    }
-    let cat = match prev {
-        Some(p) => Var::concat(&[&Var::constant(p.clone()), &Var::constant(cur.clone())], 1),
-        None => Var::constant(cur.clone()),
-    };
-    let len = cat.dim(1);
-    let keep = m.min(len);
-    Some(cat.narrow(1, len - keep, keep).into_value())
-}
-
-/// `x[:, T-1:T, :]`.
-fn last_position<T: Float>(x: &Tensor<T>) -> Tensor<T> {
-    let t = x.shape()[1];
-    Var::constant(x.clone()).narrow(1, t - 1, 1).into_value()
 }

@@ -119,6 +119,7 @@ fn cells(p: f64) -> [CellConfig; 2] {
     [
         CellConfig::Transformer(transformer_cfg(p)),
         CellConfig::Trellisnet(TrellisConfig {
+            weight_norm: false,
             hidden: 10,
             dropout: p,
         }),

@@ -169,6 +169,7 @@ fn trellis(seed: u64) -> Case {
     let mut store = ParamStore::new();
     let h = 4;
     let cfg = TrellisConfig {
+        weight_norm: false,
         hidden: h,
         dropout: 0.0,
     };

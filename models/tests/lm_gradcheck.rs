@@ -63,6 +63,7 @@ fn transformer() -> CellConfig {
 
 fn trellis() -> CellConfig {
     CellConfig::Trellisnet(TrellisConfig {
+        weight_norm: true,
         hidden: 5,
         dropout: 0.0,
     })

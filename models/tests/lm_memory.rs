@@ -31,6 +31,7 @@ fn transformer(mem_len: usize) -> CellConfig {
 
 fn trellis() -> CellConfig {
     CellConfig::Trellisnet(TrellisConfig {
+        weight_norm: true,
         hidden: 5,
         dropout: 0.0,
     })

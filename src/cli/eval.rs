@@ -28,13 +28,20 @@ pub struct EvalArgs {
     /// DEQ-Transformer: positions of attention memory [default: the run's `eval.mem_len`].
     #[arg(long)]
     mem_len: Option<usize>,
+    /// The forward solve's iteration cap [default: the run's `eval_deq.forward.max_iter`]:
+    /// raise it (with --tol) until the printed residual shows a converged solve.
+    #[arg(long)]
+    iters: Option<usize>,
+    /// The forward solve's tolerance [default: the run's `eval_deq.forward.tol`].
+    #[arg(long)]
+    tol: Option<f64>,
     #[command(flatten)]
     pub machine: MachineArgs,
 }
 
 /// Runs `deq eval`: the loss and perplexity of the validation and test splits under the run's
-/// evaluation protocol (or the one given by `--batch`, `--seq-len`, `--mem-len`), with what
-/// was scored.
+/// evaluation protocol (or the one given by `--batch`, `--seq-len`, `--mem-len`, and the
+/// forward solve's `--iters`, `--tol`), with what was scored and how far the solve got.
 pub fn run(a: EvalArgs) -> Result<ExitCode> {
     let device = a.machine.device;
     device.open()?;
@@ -53,6 +60,16 @@ pub fn run(a: EvalArgs) -> Result<ExitCode> {
         cfg.eval.mem_len = a.mem_len;
     }
     cfg.eval.validate(&cfg.model).map_err(DeqError::config)?;
+    let forward = &mut cfg.eval_deq.forward;
+    if let Some(n) = a.iters {
+        forward.max_iter = n;
+    }
+    if let Some(tol) = a.tol {
+        forward.tol = tol;
+    }
+    forward
+        .validate()
+        .map_err(|e| DeqError::config(format!("--iters/--tol: {e}")))?;
     sizes::check_eval_data(&cfg.eval, corpus.valid.len(), corpus.test.len())
         .map_err(DeqError::config)?;
     machine::check_fits(&sizes::eval_bound(cfg), "the evaluation", device)?;

@@ -257,6 +257,7 @@ fn implicit_cases(rng: &mut Rng, tol: f64) -> Vec<Case> {
     };
     let trellis = || {
         CellConfig::Trellisnet(TrellisConfig {
+            weight_norm: true,
             hidden: 5,
             dropout: 0.0,
         })

@@ -8,6 +8,7 @@ mod generate;
 mod gradcheck;
 mod machine;
 mod plot;
+mod plot_run;
 mod progress;
 mod train;
 
@@ -54,6 +55,8 @@ enum Command {
     Gradcheck(gradcheck::GradcheckArgs),
     /// Time the benchmark workloads W1-W3 (see ../shared/BENCH.md).
     Bench(bench::BenchArgs),
+    /// Redraw a run's training.png from its metrics.jsonl.
+    Plot(plot_run::PlotArgs),
 }
 
 impl Command {
@@ -64,7 +67,7 @@ impl Command {
             Command::Eval(a) => a.machine.threads,
             Command::Generate(a) => a.machine.threads,
             Command::Bench(a) => a.threads,
-            Command::Gradcheck(_) => 0,
+            Command::Gradcheck(_) | Command::Plot(_) => 0,
         }
     }
 }
@@ -85,6 +88,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Generate(a) => generate::run(a),
         Command::Gradcheck(a) => gradcheck::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Plot(a) => plot_run::run(a),
     }
 }
 

@@ -7,6 +7,7 @@
 //! The injection `u` is a kernel-2 causal convolution of the embedding computed once per
 //! forward pass. Variational dropout on `h` uses one mask per forward pass.
 
+use crate::layers::ConvWeight;
 use crate::params::{ParamId, ParamStore};
 use deq_autograd::{Float, Rng, Tensor, Var};
 use deq_solvers::implicit::{ImplicitCell, VariationalDropout};
@@ -21,14 +22,19 @@ pub struct TrellisConfig {
     pub hidden: usize,
     /// Variational dropout on `h` inside the cell (training only).
     pub dropout: f64,
+    /// Weight-normalise the cell's and the injection's convolutions (per output channel, as
+    /// the reference). Configurations written without the field: off.
+    #[serde(default)]
+    pub weight_norm: bool,
 }
 
-/// The cell's parameters: the kernel-2 convolution `[2, H, 4H]` and its bias `[4H]`.
+/// The cell's parameters: the kernel-2 convolution `[2, H, 4H]` (optionally weight-normalised)
+/// and its bias `[4H]`.
 #[derive(Clone, Debug)]
 pub struct TrellisNetCell {
     /// Configuration.
     pub cfg: TrellisConfig,
-    w: ParamId,
+    w: ConvWeight,
     b: ParamId,
 }
 
@@ -42,7 +48,8 @@ impl TrellisNetCell {
     ) -> Self {
         let h = cfg.hidden;
         let bound = 1.0 / (2.0 * h as f64).sqrt();
-        let w = store.uniform(&format!("{name}.conv.weight"), &[2, h, 4 * h], bound, rng);
+        let conv = format!("{name}.conv");
+        let w = ConvWeight::new(store, &conv, [2, h, 4 * h], bound, cfg.weight_norm, rng);
         let b = store.uniform(&format!("{name}.conv.bias"), &[4 * h], bound, rng);
         TrellisNetCell {
             cfg: cfg.clone(),
@@ -51,9 +58,10 @@ impl TrellisNetCell {
         }
     }
 
-    /// The cell's parameters for [`TrellisStep`]: `[W, b]`.
+    /// The cell's parameters for [`TrellisStep`]: `[W, b]` (the kernel normalised once per
+    /// forward pass under weight normalisation, not once per solver iteration).
     pub fn prepare<T: Float>(&self, p: &[Var<T>]) -> Vec<Var<T>> {
-        vec![p[self.w.0].clone(), p[self.b.0].clone()]
+        vec![self.w.weight(p), p[self.b.0].clone()]
     }
 
     /// A context for one forward pass: history `[B, 1, 2H]` (zeros when `None`) and a dropout

@@ -73,10 +73,11 @@ pub fn replan_steps(
     let time = |s: usize| {
         let pre = pretrain_end.saturating_sub(step).min(s - step);
         let deq = s - step - pre;
-        let evals = if eval_every == 0 {
-            1
-        } else {
-            s / eval_every - step / eval_every + usize::from(s % eval_every != 0)
+        let evals = match (s.checked_div(eval_every), step.checked_div(eval_every)) {
+            (Some(at_end), Some(done)) => {
+                at_end - done + usize::from(!s.is_multiple_of(eval_every))
+            }
+            _ => 1,
         };
         pre as f64 * costs.pretrain_step
             + deq as f64 * costs.deq_step
@@ -88,23 +89,25 @@ pub fn replan_steps(
 
 /// The largest `s ≥ low` with `time(s) ≤ seconds`, for a `time` that does not decrease with `s`.
 fn largest_fitting(low: usize, seconds: f64, time: impl Fn(usize) -> f64) -> Option<usize> {
-    if !(time(low) <= seconds) {
+    // A NaN time never fits.
+    let fits = |s: usize| time(s).partial_cmp(&seconds).is_some_and(|o| o.is_le());
+    if !fits(low) {
         return None;
     }
     let mut high = low.max(1);
-    while time(high * 2) <= seconds && high < 1 << 40 {
+    while fits(high * 2) && high < 1 << 40 {
         high *= 2;
     }
-    let (mut fits, mut fails) = (high, high * 2);
-    while fails - fits > 1 {
-        let mid = fits + (fails - fits) / 2;
-        if time(mid) <= seconds {
-            fits = mid;
+    let (mut fitting, mut failing) = (high, high * 2);
+    while failing - fitting > 1 {
+        let mid = fitting + (failing - fitting) / 2;
+        if fits(mid) {
+            fitting = mid;
         } else {
-            fails = mid;
+            failing = mid;
         }
     }
-    Some(fits)
+    Some(fitting)
 }
 
 /// The most periodic evaluations of a planned run: one every `S / EVALS_PER_RUN` steps and
@@ -283,7 +286,7 @@ mod tests {
     fn a_replan_fits_the_remaining_steps_and_evaluations_into_the_time_left() {
         // At step 250 of a run past pre-training, evaluating every 250 steps: 600 s left.
         let s = replan_steps(600.0, &COSTS, 250, 200, 250).unwrap();
-        let evals = s / 250 - 1 + usize::from(s % 250 != 0);
+        let evals = s / 250 - 1 + usize::from(!s.is_multiple_of(250));
         let time = (s - 250) as f64 + (evals + 1) as f64 * 20.0 + 25.0;
         assert!(time <= 600.0, "{s} steps take {time} s");
         assert!(s > 250 + 400, "{s} leaves time unused");

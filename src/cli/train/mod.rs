@@ -11,6 +11,8 @@ mod run_dir;
 mod session;
 mod setup;
 
+pub use history::redraw;
+
 use super::args::{DataArgs, MachineArgs};
 use super::ModelArg;
 use clap::Args;

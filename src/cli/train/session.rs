@@ -301,7 +301,7 @@ impl Session {
             "ppl": score.perplexity(), "scored": score.scored, "tokens": score.tokens,
             "fwd_resid_mean": score.solve.mean_rel, "fwd_resid_max": score.solve.max_rel,
             "fwd_iters_mean": score.solve.mean_iterations}));
-        self.history.valid(step, score.loss);
+        self.history.valid(step, score.loss, score.solve.mean_rel);
         self.history.plot(&self.dir.plot())?;
         if let Some(since) = self.recovery.streak_start() {
             self.progress.println(&format!(

@@ -58,7 +58,7 @@ fn configure(a: &TrainArgs, corpus: &Corpus) -> Result<TrainConfig> {
             serde_json::from_str::<TrainConfig>(&text)
                 .map_err(|e| DeqError::config(format!("{}: {e}", path.display())))?
         }
-        None => TrainConfig::preset(preset_name(a)).map_err(DeqError::config)?,
+        None => TrainConfig::preset(preset_name(a)?).map_err(DeqError::config)?,
     };
     if let Some(s) = a.steps {
         cfg.set_steps(s);
@@ -96,14 +96,20 @@ fn configure(a: &TrainArgs, corpus: &Corpus) -> Result<TrainConfig> {
 }
 
 /// `--preset`, switched to its twin by `--model`.
-fn preset_name(a: &TrainArgs) -> &str {
-    match (a.model, a.preset.as_deref().unwrap_or("tiny")) {
+fn preset_name(a: &TrainArgs) -> Result<&str> {
+    Ok(match (a.model, a.preset.as_deref().unwrap_or("tiny")) {
+        (Some(ModelArg::Trellisnet), "ptb-1h") => {
+            return Err(DeqError::config(
+                "--preset ptb-1h has no TrellisNet twin; for a one-hour TrellisNet run use \
+                 --preset ptb-trellis --minutes 60",
+            ))
+        }
         (Some(ModelArg::Trellisnet), "tiny") => "trellis-tiny",
         (Some(ModelArg::Trellisnet), "ptb-small") => "ptb-trellis",
         (Some(ModelArg::Transformer), "trellis-tiny") => "tiny",
         (Some(ModelArg::Transformer), "ptb-trellis") => "ptb-small",
         (_, p) => p,
-    }
+    })
 }
 
 /// The sizes against the data (every segment fits a stream) and the machine (a lower bound of
