@@ -1,10 +1,9 @@
 //! A linear layer `y = x·Wᵀ + b`, optionally with weight normalisation.
 //!
-//! Weight normalisation (Salimans & Kingma 2016, used by the DEQ models) reparametrises each
-//! output row as `W_i = g_i · v_i / ‖v_i‖`. The normalised weight is computed ONCE per forward
-//! pass ([`Linear::weight`]) and the result passed into the DEQ cell, so solver iterations do not
-//! recompute it (as locuslab/deq's `reset()` does).
+//! Weight normalisation ([`super::weight_norm`]) reparametrises each output row as
+//! `W_i = g_i · v_i / ‖v_i‖`, computed once per forward pass ([`Linear::weight`]).
 
+use super::weight_norm;
 use crate::params::{ParamId, ParamStore};
 use deq_autograd::{Float, Rng, Tensor, Var};
 
@@ -40,13 +39,8 @@ impl Linear {
     ) -> Self {
         let bound = scale / (inp.max(1) as f64).sqrt();
         let w_t = Tensor::<T>::rand_uniform(&[out, inp], -bound, bound, rng);
-        let g = weight_norm.then(|| {
-            let norms = Tensor::from_fn(&[out], |o| {
-                let row = &w_t.data()[o * inp..(o + 1) * inp];
-                T::from_f64(row.iter().map(|v| v.to_f64().powi(2)).sum::<f64>().sqrt())
-            });
-            store.add(&format!("{name}.gain"), norms)
-        });
+        let g = weight_norm
+            .then(|| store.add(&format!("{name}.gain"), weight_norm::channel_norms(&w_t, 0)));
         let w = store.add(&format!("{name}.weight"), w_t);
         let b = bias.then(|| store.uniform(&format!("{name}.bias"), &[out], bound, rng));
         Linear { w, g, b, inp, out }
@@ -57,11 +51,7 @@ impl Linear {
         let v = &p[self.w.0];
         match self.g {
             None => v.clone(),
-            Some(g) => {
-                let norm = v.mul(v).sum_axis(1, true).sqrt();
-                let scale = p[g.0].reshape(&[self.out, 1]).div(&norm);
-                v.mul(&scale)
-            }
+            Some(g) => weight_norm::normalised(v, &p[g.0], 0),
         }
     }
 

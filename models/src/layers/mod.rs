@@ -7,6 +7,7 @@ pub mod attention;
 pub mod conv;
 pub mod linear;
 pub mod position;
+pub mod weight_norm;
 
 pub use attention::{rel_shift, RelAttention};
 pub use conv::ConvWeight;

@@ -126,16 +126,19 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Probes the costs of `cfg` on `device` and plans its step count so that the run ends
-    /// `minutes` after `start`; returns the budget and the configuration set to that count.
+    /// Probes the costs of `scratch`'s configuration on `device` (training and evaluating
+    /// `scratch`, a fresh trainer that the run does not use afterwards) and plans its step
+    /// count so that the run ends `minutes` after `start`; returns the budget and the
+    /// configuration set to that count.
     pub fn plan(
         minutes: f64,
         start: Instant,
-        cfg: &TrainConfig,
+        scratch: Trainer,
         corpus: &Corpus,
         device: Device,
     ) -> Result<(Budget, TrainConfig)> {
-        let probe = probe(cfg, corpus, device)?;
+        let cfg = scratch.cfg.clone();
+        let probe = probe(scratch, corpus, device)?;
         let deadline = start + Duration::from_secs_f64(minutes * 60.0);
         let left = deadline
             .saturating_duration_since(Instant::now())
@@ -147,7 +150,7 @@ impl Budget {
                 probe.deq_step, probe.valid, probe.test
             ))
         })?;
-        let mut planned = cfg.clone();
+        let mut planned = cfg;
         planned.set_steps(steps);
         let budget = Budget {
             minutes,
@@ -216,10 +219,10 @@ impl Budget {
     }
 }
 
-/// Times the kinds of work of `cfg` on a throwaway trainer (the run's own is untouched).
-fn probe(cfg: &TrainConfig, corpus: &Corpus, device: Device) -> Result<Costs> {
-    let mut trainer = Trainer::new(cfg.clone());
+/// Times the kinds of work of a throwaway `trainer`'s configuration.
+fn probe(mut trainer: Trainer, corpus: &Corpus, device: Device) -> Result<Costs> {
     trainer.to_device(device)?;
+    let cfg = trainer.cfg.clone();
     let train = batchify(&corpus.train, cfg.batch)?;
     let time_steps = |trainer: &mut Trainer, from: usize| {
         trainer.step = from;
@@ -243,7 +246,7 @@ fn probe(cfg: &TrainConfig, corpus: &Corpus, device: Device) -> Result<Costs> {
         let len = (ids.len() / PROBE_EVAL_FRACTION).max(min).min(ids.len());
         let split = EvalSplit::new(&ids[..len], &cfg.eval)?;
         let start = Instant::now();
-        split.score(&trainer.model, cfg);
+        split.score(&trainer.model, &cfg);
         Ok(start.elapsed().as_secs_f64() * ids.len() as f64 / len as f64)
     };
     let valid = eval_seconds(&corpus.valid)?;

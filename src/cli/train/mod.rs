@@ -129,8 +129,8 @@ pub fn run(a: TrainArgs) -> Result<ExitCode> {
     let mut plan = plan;
     let device = a.machine.device;
     println!("deq train: timing a few steps and an evaluation to plan {minutes} minutes");
-    let (budget, cfg) =
-        budget::Budget::plan(minutes, start, &plan.trainer.cfg, &plan.corpus, device)?;
+    // The trainer set up for the preset's provisional step count serves as the probe's.
+    let (budget, cfg) = budget::Budget::plan(minutes, start, plan.trainer, &plan.corpus, device)?;
     plan.trainer = deq_models::train::Trainer::new(cfg);
     session::Session::start(plan, options)?
         .with_budget(budget)
