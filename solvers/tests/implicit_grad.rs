@@ -6,8 +6,9 @@ mod cells;
 use cells::*;
 use deq_autograd::{gradcheck, GradcheckOptions, Rng, Tape, Tensor, Var};
 use deq_solvers::implicit::{jacobian_penalty, spectral_radius};
-use deq_solvers::{deq, BackwardMode, DeqConfig, SolverConfig, SolverKind, StopMode};
+use deq_solvers::{deq, BackwardMode, DeqConfig, DeqOutput, SolverConfig, SolverKind, StopMode};
 use proptest::prelude::*;
+use std::cell::Cell;
 
 /// A test cell `f(z, x, θ)`.
 type CellFn = fn(&Var<f64>, &Var<f64>, &[Var<f64>]) -> Var<f64>;
@@ -32,13 +33,20 @@ fn anderson() -> SolverKind {
 
 /// Gradcheck of `(x, θ) ↦ z*(x, θ)` through `deq` (the numeric side solves at every
 /// perturbed point). Step 1e-5: truncation ~1e-10, solve noise ~1e-12 / 1e-5 = 1e-7.
+///
+/// The implicit gradient is the derivative of the equilibrium only where every solve reaches
+/// it: a case in which any forward solve (the analytic one or one at a perturbed point)
+/// stops unconverged is rejected, not judged. Limited-memory Broyden without a line search
+/// (as in the reference) fails so on about 4 in 10 000 of the random Transformer cells below
+/// (seeds 6406, 7201, 8201 and 9426 at batch 1), where its residual oscillates and then grows;
+/// proptest counts the rejections and fails the test if they pass its limit.
 fn check_deq(
     cell: CellFn,
     x: Tensor<f64>,
     params: Vec<Tensor<f64>>,
     z0: Tensor<f64>,
     cfg: DeqConfig,
-) {
+) -> Result<(), TestCaseError> {
     let mut inputs = vec![x];
     inputs.extend(params);
     let opts = GradcheckOptions {
@@ -47,8 +55,46 @@ fn check_deq(
         abs_tolerance: 0.0,
         seed: 3,
     };
-    let report = gradcheck(|v| deq(&cell, &v[0], &v[1..], &z0, &cfg).z, &inputs, &opts);
-    assert!(report.passed(), "implicit gradient check failed:\n{report}");
+    let first = deq(
+        &cell,
+        &Var::constant(inputs[0].clone()),
+        &constants(&inputs[1..]),
+        &z0,
+        &cfg,
+    );
+    let converged = |out: &DeqOutput<f64>| {
+        let forward = out
+            .stats
+            .forward
+            .as_ref()
+            .expect("an implicit solve reports its forward");
+        forward.converged.iter().all(|&c| c)
+    };
+    prop_assume!(converged(&first), "the forward solve did not converge");
+    let unconverged = Cell::new(0usize);
+    let report = gradcheck(
+        |v| {
+            let out = deq(&cell, &v[0], &v[1..], &z0, &cfg);
+            if !converged(&out) {
+                unconverged.set(unconverged.get() + 1);
+            }
+            out.z
+        },
+        &inputs,
+        &opts,
+    );
+    prop_assume!(
+        unconverged.get() == 0,
+        "{} forward solves did not converge",
+        unconverged.get()
+    );
+    prop_assert!(report.passed(), "implicit gradient check failed:\n{report}");
+    Ok(())
+}
+
+/// Untracked variables holding `values`.
+fn constants(values: &[Tensor<f64>]) -> Vec<Var<f64>> {
+    values.iter().cloned().map(Var::constant).collect()
 }
 
 proptest! {
@@ -63,7 +109,7 @@ proptest! {
         let params = tanh_params::<f64>(hidden, input, 0.8, &mut rng);
         let x = Tensor::randn(&[batch, input], 1.0, &mut rng);
         let kind = if use_anderson { anderson() } else { broyden() };
-        check_deq(tanh_cell, x, params, Tensor::zeros(&[batch, hidden]), tight(kind));
+        check_deq(tanh_cell, x, params, Tensor::zeros(&[batch, hidden]), tight(kind))?;
     }
 }
 
@@ -78,7 +124,7 @@ proptest! {
         let mut rng = Rng::new(seed);
         let params = transformer_params::<f64>(d, 16, 1.0, &mut rng);
         let x = Tensor::randn(&[batch, t, d], 1.0, &mut rng);
-        check_deq(transformer_cell, x, params, Tensor::zeros(&[batch, t, d]), tight(broyden()));
+        check_deq(transformer_cell, x, params, Tensor::zeros(&[batch, t, d]), tight(broyden()))?;
     }
 
     #[test]
@@ -88,7 +134,7 @@ proptest! {
         let mut rng = Rng::new(seed);
         let params = trellis_params::<f64>(d, 1.0, &mut rng);
         let x = Tensor::randn(&[batch, t, 4 * d], 0.5, &mut rng);
-        check_deq(trellis_cell, x, params, Tensor::zeros(&[batch, t, 2 * d]), tight(anderson()));
+        check_deq(trellis_cell, x, params, Tensor::zeros(&[batch, t, 2 * d]), tight(anderson()))?;
     }
 }
 
