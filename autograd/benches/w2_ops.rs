@@ -230,9 +230,9 @@ fn attention(c: &mut Criterion) {
     g.finish();
 }
 
-/// The block's causal softmax over the scores `[8, 4, 128, 128]`: `masked_fill` with the causal
-/// mask then `softmax`, exactly as the block applies them (the `1/8` scaling before is not
-/// included); `fwd_softmax_only` leaves the mask out, to tell the two passes apart.
+/// Causal softmax over attention scores `[8, 4, 128, 128]` (the `1/8` scaling before is not
+/// included): `fwd`/`vjp` the fused `masked_softmax`; `fwd_composed`/`vjp_composed`
+/// `masked_fill(−∞)` then `softmax`, two ops; `fwd_softmax_only` without the mask.
 fn masked_softmax(c: &mut Criterion) {
     let mut g = group(c, "w2_causal_softmax_f32");
     let mut rng = Rng::new(3);
@@ -242,6 +242,9 @@ fn masked_softmax(c: &mut Criterion) {
     g.throughput(Throughput::Elements((B * H * T * T) as u64));
     let sc = Var::constant(s.clone());
     g.bench_function("fwd", |bench| {
+        bench.iter(|| no_grad(|| black_box(sc.masked_softmax(&mask))))
+    });
+    g.bench_function("fwd_composed", |bench| {
         bench.iter(|| no_grad(|| black_box(sc.masked_fill(&mask, f64::NEG_INFINITY).softmax())))
     });
     g.bench_function("fwd_softmax_only", |bench| {
@@ -249,9 +252,13 @@ fn masked_softmax(c: &mut Criterion) {
     });
     let tape = Tape::new();
     let sv = tape.leaf(s);
-    let y = sv.masked_fill(&mask, f64::NEG_INFINITY).softmax();
+    let fused = sv.masked_softmax(&mask);
     g.bench_function("vjp", |bench| {
-        bench.iter(|| replay(&tape, &y, &cot, &[&sv]))
+        bench.iter(|| replay(&tape, &fused, &cot, &[&sv]))
+    });
+    let composed = sv.masked_fill(&mask, f64::NEG_INFINITY).softmax();
+    g.bench_function("vjp_composed", |bench| {
+        bench.iter(|| replay(&tape, &composed, &cot, &[&sv]))
     });
     g.finish();
 }

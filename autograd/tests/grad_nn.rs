@@ -206,6 +206,41 @@ proptest! {
         )?;
     }
 
+    /// The fused `masked_softmax` with a causal mask repeated over leading dimensions.
+    #[test]
+    fn grad_masked_softmax_causal((x, t, m) in causal_case(), seed in seed()) {
+        let mask = causal_mask(t, m);
+        let out = x.shape().to_vec();
+        check_shaped("masked_softmax", |v| v[0].masked_softmax(&mask), vec![x], &out, seed)?;
+    }
+
+    /// `masked_softmax` equals `masked_fill(−∞)` then `softmax`, values and VJP, for any mask
+    /// over the trailing dimensions; a fully masked row is zeros with a zero gradient, where
+    /// the composition's value is NaN (and its gradient zero).
+    #[test]
+    fn masked_softmax_equals_the_composition(
+        (x, keep) in rows(-3.0, 3.0).prop_flat_map(|x| {
+            let n = x.shape()[x.shape().len() - 1] * if x.shape().len() > 1 { x.shape()[x.shape().len() - 2] } else { 1 };
+            (Just(x), vec(any::<bool>(), n))
+        }),
+        seed in seed(),
+    ) {
+        let trailing = x.shape()[x.shape().len().saturating_sub(2)..].to_vec();
+        let mask = Mask::new(keep, &trailing);
+        let tape = deq_autograd::Tape::new();
+        let xv = tape.leaf(x.clone());
+        let fused = xv.masked_softmax(&mask);
+        let composed = xv.masked_fill(&mask, f64::NEG_INFINITY).softmax();
+        let same = |a: &[f64], b: &[f64]| {
+            a.iter().zip(b).all(|(a, b)| (b.is_nan() && *a == 0.0) || (a - b).abs() <= 1e-12)
+        };
+        prop_assert!(same(fused.value().data(), composed.value().data()));
+        let u = Tensor::randn(x.shape(), 1.0, &mut Rng::new(seed));
+        let gf = tape.vjp(&[&fused], &[&u], &[&xv]).remove(0);
+        let gc = tape.vjp(&[&composed], &[&u], &[&xv]).remove(0);
+        prop_assert!(same(gf.data(), gc.data()), "{:?} vs {:?}", gf.data(), gc.data());
+    }
+
     /// `masked_fill` with a random mask of any shape that broadcasts to the input.
     #[test]
     fn grad_masked_fill_broadcast_mask(
@@ -276,4 +311,13 @@ proptest! {
             seed,
         )?;
     }
+}
+
+#[test]
+#[should_panic(
+    expected = "masked_softmax: mask of shape [3] must be the trailing dimensions of input [2, 4]"
+)]
+fn masked_softmax_names_a_mask_that_is_not_a_suffix() {
+    let x = deq_autograd::Var::constant(Tensor::<f64>::zeros(&[2, 4]));
+    let _ = x.masked_softmax(&Mask::new(vec![false; 3], &[3]));
 }

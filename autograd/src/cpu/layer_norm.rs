@@ -170,6 +170,158 @@ pub fn backward_affine<T: Float>(
     crate::pool::give(second);
 }
 
+/// One gradient buffer of [`backward_fused`]: where it goes and whether to add to it.
+pub struct Dst<'a, T> {
+    /// The buffer (`[rows·d]` for `∂x`, `[d]` for `∂γ` and `∂β`).
+    pub buf: &'a mut [T],
+    /// Add to `buf` instead of overwriting it.
+    pub acc: bool,
+}
+
+/// Every requested gradient in one pass over the rows: `∂x` as [`backward_x`], `∂γ` and `∂β`
+/// as [`backward_affine`]. Each row is read once (its sums, then `∂x` and the row's terms of
+/// the column sums, from L1); the rows are split into contiguous blocks, each with its own
+/// `[d]` partial sums, added at the end. Three separate passes read `g` and `x` three times.
+#[allow(clippy::too_many_arguments)] // the three optional gradients and the recorded values
+pub fn backward_fused<T: Float>(
+    x: &[T],
+    g: &[T],
+    gamma: Option<&[T]>,
+    stats: &[(T, T)],
+    d: usize,
+    dx: Option<Dst<'_, T>>,
+    dgamma: Option<Dst<'_, T>>,
+    dbeta: Option<Dst<'_, T>>,
+) {
+    let rows = stats.len();
+    if d == 0 || rows == 0 {
+        return;
+    }
+    let inv_d = T::ONE / T::from_usize(d);
+    let blocks = if g.len() >= crate::kernels::PAR_MIN {
+        (4 * rayon::current_num_threads()).min(rows)
+    } else {
+        1
+    };
+    let per_block = rows.div_ceil(blocks);
+    let dx_acc = dx.as_ref().is_some_and(|t| t.acc);
+    let dx_ptr = dx.map(|t| SyncPtr(t.buf.as_mut_ptr()));
+    let (want_gamma, want_beta) = (dgamma.is_some(), dbeta.is_some());
+    let block = |b: usize| {
+        let (mut pg, mut pb) = (crate::pool::take_zeroed(d), crate::pool::take_zeroed(d));
+        for r in b * per_block..((b + 1) * per_block).min(rows) {
+            let (mu, rstd) = stats[r];
+            let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+            if want_gamma {
+                for ((p, &gv), &xv) in pg.iter_mut().zip(gr).zip(xr) {
+                    *p += gv * (xv - mu) * rstd;
+                }
+            }
+            if want_beta {
+                pb.iter_mut().zip(gr).for_each(|(p, &gv)| *p += gv);
+            }
+            let Some(ptr) = dx_ptr else { continue };
+            // SAFETY: row r of `∂x` is written by this block alone.
+            let out = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(r * d), d) };
+            let (s_g, s_gx) = sums(gr, gamma, xr, mu);
+            let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
+            match (gamma, dx_acc) {
+                (Some(gm), false) => dx_row(
+                    out,
+                    gr,
+                    xr,
+                    |i| gm[i],
+                    mu,
+                    rstd,
+                    mean_g,
+                    mean_gx,
+                    |o, v| *o = v,
+                ),
+                (Some(gm), true) => dx_row(
+                    out,
+                    gr,
+                    xr,
+                    |i| gm[i],
+                    mu,
+                    rstd,
+                    mean_g,
+                    mean_gx,
+                    |o, v| *o += v,
+                ),
+                (None, false) => dx_row(
+                    out,
+                    gr,
+                    xr,
+                    |_| T::ONE,
+                    mu,
+                    rstd,
+                    mean_g,
+                    mean_gx,
+                    |o, v| *o = v,
+                ),
+                (None, true) => dx_row(
+                    out,
+                    gr,
+                    xr,
+                    |_| T::ONE,
+                    mu,
+                    rstd,
+                    mean_g,
+                    mean_gx,
+                    |o, v| *o += v,
+                ),
+            }
+        }
+        (pg, pb)
+    };
+    let partials: Vec<_> = if blocks > 1 {
+        use rayon::prelude::*;
+        (0..blocks).into_par_iter().map(block).collect()
+    } else {
+        vec![block(0)]
+    };
+    let (gammas, betas): (Vec<Vec<T>>, Vec<Vec<T>>) = partials.into_iter().unzip();
+    let reduce = |dst: Option<Dst<'_, T>>, parts: &[Vec<T>]| {
+        let Some(dst) = dst else { return };
+        if !dst.acc {
+            dst.buf.copy_from_slice(&parts[0]);
+        } else {
+            dst.buf
+                .iter_mut()
+                .zip(&parts[0])
+                .for_each(|(o, &p)| *o += p);
+        }
+        for part in &parts[1..] {
+            dst.buf.iter_mut().zip(part).for_each(|(o, &p)| *o += p);
+        }
+    };
+    reduce(dgamma, &gammas);
+    reduce(dbeta, &betas);
+    gammas.into_iter().chain(betas).for_each(crate::pool::give);
+}
+
+/// One row of `∂x = r·(g ⊙ γ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))`, stored by `put` (assign or add).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dx_row<T: Float>(
+    out: &mut [T],
+    g: &[T],
+    x: &[T],
+    gamma: impl Fn(usize) -> T,
+    mu: T,
+    rstd: T,
+    mean_g: T,
+    mean_gx: T,
+    put: impl Fn(&mut T, T),
+) {
+    for (i, ((o, &gv), &xv)) in out.iter_mut().zip(g).zip(x).enumerate() {
+        put(
+            o,
+            rstd * (gv * gamma(i) - mean_g - (xv - mu) * rstd * mean_gx),
+        );
+    }
+}
+
 /// A raw pointer that may cross threads (rows write disjoint entries).
 #[derive(Clone, Copy)]
 struct SyncPtr<T>(*mut T);
@@ -222,6 +374,62 @@ mod tests {
                     "column {c}: {} vs {want}",
                     got[c]
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn the_fused_backward_equals_the_three_separate_passes() {
+        for (rows, d) in [(5, 7), (300, 256)] {
+            let x: Vec<f64> = (0..rows * d)
+                .map(|i| ((i * 37 % 101) as f64) * 0.02 - 1.0)
+                .collect();
+            let g: Vec<f64> = (0..rows * d)
+                .map(|i| ((i * 13 % 97) as f64) * 0.01 - 0.5)
+                .collect();
+            let gamma: Vec<f64> = (0..d).map(|i| 0.5 + 0.01 * i as f64).collect();
+            let stats: Vec<(f64, f64)> = (0..rows)
+                .map(|r| (0.01 * r as f64, 1.0 + 0.001 * r as f64))
+                .collect();
+            for gm in [Some(&gamma[..]), None] {
+                for acc in [false, true] {
+                    let init = |n: usize| vec![0.25; n];
+                    let (mut wx, mut wg, mut wb) = (init(rows * d), init(d), init(d));
+                    backward_x(&x, &g, gm, &stats, d, &mut wx, acc);
+                    backward_affine(&x, &g, &stats, d, false, &mut wg, acc);
+                    backward_affine(&x, &g, &stats, d, true, &mut wb, acc);
+                    let (mut fx, mut fg, mut fb) = (init(rows * d), init(d), init(d));
+                    backward_fused(
+                        &x,
+                        &g,
+                        gm,
+                        &stats,
+                        d,
+                        Some(Dst { buf: &mut fx, acc }),
+                        Some(Dst { buf: &mut fg, acc }),
+                        Some(Dst { buf: &mut fb, acc }),
+                    );
+                    for (name, want, got) in
+                        [("x", &wx, &fx), ("gamma", &wg, &fg), ("beta", &wb, &fb)]
+                    {
+                        for (i, (w, f)) in want.iter().zip(got.iter()).enumerate() {
+                            assert!((w - f).abs() < 1e-10, "{name}[{i}] rows {rows}: {f} vs {w}");
+                        }
+                    }
+                    // Without ∂x only the column sums are written.
+                    let (mut og, mut ob) = (init(d), init(d));
+                    backward_fused(
+                        &x,
+                        &g,
+                        gm,
+                        &stats,
+                        d,
+                        None,
+                        Some(Dst { buf: &mut og, acc }),
+                        Some(Dst { buf: &mut ob, acc }),
+                    );
+                    assert_eq!((og, ob), (fg.clone(), fb.clone()));
+                }
             }
         }
     }

@@ -9,7 +9,7 @@
 use crate::cpu::layer_norm as cpu;
 use crate::device::{common_device, cuda_type, cuda_vjp, on_cuda, Device, Kept};
 use crate::float::Float;
-use crate::tape::Backward;
+use crate::tape::{Backward, VjpTarget};
 use crate::tensor::Tensor;
 use crate::var::{record, Var};
 
@@ -37,6 +37,30 @@ impl<T: Float> Backward<T> for LayerNormBackward<T> {
         let stats = self.stats.host("layer_norm");
         cpu::backward_x_in_place(self.x.data(), g, gamma, stats, self.d);
         true
+    }
+
+    /// `∂x`, `∂γ` and `∂β` share one pass over `g` and `x` ([`cpu::backward_fused`]).
+    fn shares_work(&self) -> bool {
+        true
+    }
+
+    fn vjp_many(&self, g: &[T], targets: &mut [VjpTarget<'_, T>]) {
+        let (mut dx, mut dgamma, mut dbeta) = (None, None, None);
+        for t in targets.iter_mut() {
+            let dst = cpu::Dst {
+                buf: &mut *t.dst,
+                acc: t.acc,
+            };
+            match t.k {
+                0 => dx = Some(dst),
+                1 => dgamma = Some(dst),
+                _ => dbeta = Some(dst),
+            }
+        }
+        let gamma = self.gamma.as_ref().map(|t| t.data());
+        let stats = self.stats.host("layer_norm");
+        let x = self.x.data();
+        cpu::backward_fused(x, g, gamma, stats, self.d, dx, dgamma, dbeta);
     }
 
     fn vjp(&self, k: usize, g: &[T], dst: &mut [T], acc: bool) {

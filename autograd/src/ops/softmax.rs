@@ -2,11 +2,15 @@
 //!
 //! Softmax `y = e^(x - max) / Σ e^(x - max)` has VJP `∂x = y ⊙ (g - ⟨g, y⟩)` per row;
 //! log-softmax `y = x - logsumexp(x)` has `∂x = g - softmax(x)·Σg`. Both keep only the output.
+//! [`Var::masked_softmax`] is softmax over the entries a [`Mask`] keeps, in one pass: the VJP
+//! is softmax's (masked entries have `y = 0`, so their gradient is zero), which is why it
+//! equals `masked_fill(mask, −∞)` followed by `softmax` without keeping anything more.
 //! The CPU loops are in [`crate::cpu::softmax`], the device kernels in `crate::cuda::softmax`.
 
 use crate::cpu::softmax as cpu;
 use crate::device::{cuda_vjp, on_cuda, Device};
 use crate::float::Float;
+use crate::ops::mask::Mask;
 use crate::tape::Backward;
 use crate::tensor::Tensor;
 use crate::var::{record, Var};
@@ -70,7 +74,38 @@ fn softmax_impl<T: Float>(x: &Var<T>, log: bool) -> Var<T> {
     record(value, &[x], move || SoftmaxBackward { y, d, log })
 }
 
+/// [`Var::masked_softmax`]: the fused row kernel on the host; on a device the composition
+/// `masked_fill(−∞)` then softmax (same values and VJP where a row keeps an entry).
+fn masked_softmax_impl<T: Float>(x: &Var<T>, mask: &Mask) -> Var<T> {
+    let shape = x.shape();
+    let d = last_dim("masked_softmax", shape);
+    let ms = mask.shape();
+    assert!(
+        !ms.is_empty() && ms.len() <= shape.len() && shape.ends_with(ms),
+        "masked_softmax: mask of shape {ms:?} must be the trailing dimensions of input {shape:?}"
+    );
+    if x.value().device() != Device::Cpu {
+        return x.masked_fill(mask, f64::NEG_INFINITY).softmax();
+    }
+    let mut out = crate::pool::take(x.value().numel());
+    cpu::forward_masked(x.value().data(), mask.data(), d, &mut out);
+    let value = Tensor::from_vec(out, shape);
+    let y = value.clone();
+    record(value, &[x], move || SoftmaxBackward { y, d, log: false })
+}
+
 impl<T: Float> Var<T> {
+    /// Softmax over the last axis of the entries where `mask` is false; the masked entries
+    /// are exactly zero. `mask`'s shape is the input's trailing dimensions (a causal `[T, K]`
+    /// mask over `[B, H, T, K]` scores) and repeats over the leading ones. Equal to
+    /// `masked_fill(mask, −∞).softmax()` in one pass and one output, with the same VJP, except
+    /// that a row with every entry masked is zeros here (with a zero gradient) where the
+    /// composition gives NaN: a fully padded row does not poison a batch. Panics if the mask
+    /// is not a suffix of the shape.
+    pub fn masked_softmax(&self, mask: &Mask) -> Var<T> {
+        masked_softmax_impl(self, mask)
+    }
+
     /// Softmax over the last axis.
     pub fn softmax(&self) -> Var<T> {
         softmax_impl(self, false)
