@@ -67,20 +67,28 @@ pub(crate) enum Update {
 /// `(a·b, c·b)` over one read of `b`.
 #[inline(always)]
 fn lane_dot2<T: Float>(a: &[T], c: &[T], b: &[T]) -> (f64, f64) {
+    debug_assert!(a.len() == b.len() && c.len() == b.len());
     let (mut s1, mut s2) = ([0.0f64; LANES], [0.0f64; LANES]);
-    let full = b.len() - b.len() % LANES;
-    for j in (0..full).step_by(LANES) {
+    // Exact chunks of all three (not indices into them): no bounds checks in the loop, so
+    // the conversions and products vectorise.
+    let (ca, cc, cb) = (
+        a.chunks_exact(LANES),
+        c.chunks_exact(LANES),
+        b.chunks_exact(LANES),
+    );
+    let (ta, tc, tb) = (ca.remainder(), cc.remainder(), cb.remainder());
+    for ((a, c), b) in ca.zip(cc).zip(cb) {
         for l in 0..LANES {
-            let bv = b[j + l].to_f64();
-            s1[l] += a[j + l].to_f64() * bv;
-            s2[l] += c[j + l].to_f64() * bv;
+            let bv = b[l].to_f64();
+            s1[l] += a[l].to_f64() * bv;
+            s2[l] += c[l].to_f64() * bv;
         }
     }
     let (mut t1, mut t2) = (s1.iter().sum::<f64>(), s2.iter().sum::<f64>());
-    for j in full..b.len() {
-        let bv = b[j].to_f64();
-        t1 += a[j].to_f64() * bv;
-        t2 += c[j].to_f64() * bv;
+    for ((a, c), b) in ta.iter().zip(tc).zip(tb) {
+        let bv = b.to_f64();
+        t1 += a.to_f64() * bv;
+        t2 += c.to_f64() * bv;
     }
     (t1, t2)
 }
