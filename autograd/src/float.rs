@@ -215,7 +215,15 @@ pub fn exp_f32(x: f32) -> f32 {
     let r = madd(-nf, LN2_LO, madd(-nf, LN2_HI, xc));
     // Horner with fused multiply-adds: half the dependent operations of `+` after `*`.
     let mut p = 1.0 / 5040.0;
-    for c in [1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
         p = madd(p, r, c);
     }
     // NaN inputs give garbage scales here, and NaN·anything = NaN.

@@ -287,6 +287,7 @@ impl Transformer {
                 d_inner: self.inner,
                 mem_len: self.mem,
                 dropout: self.dropout,
+                pos_dropout: 0.0,
                 weight_norm: true,
             }),
         }

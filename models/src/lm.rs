@@ -70,6 +70,7 @@ impl ModelConfig {
                 positive("n_head", c.n_head)?;
                 positive("d_inner", c.d_inner)?;
                 prob("dropout", c.dropout)?;
+                prob("pos_dropout", c.pos_dropout)?;
                 if c.d_model != self.d_embed {
                     return Err(format!(
                         "transformer d_model ({}) must equal d_embed ({})",

@@ -19,6 +19,7 @@ fn transformer_cfg(dropout: f64) -> TransformerConfig {
         d_inner: 16,
         mem_len: 0,
         dropout,
+        pos_dropout: 0.0,
         weight_norm: true,
     }
 }
@@ -29,7 +30,7 @@ fn cell_and_inputs(dropout: f64) -> (DeqTransformerCell, Vec<Var<f64>>, Var<f64>
     let mut rng = Rng::new(11);
     let mut store = ParamStore::<f64>::new();
     let cell = DeqTransformerCell::new(&mut store, "cell", &transformer_cfg(dropout), &mut rng);
-    let eff = cell.prepare(&store.constants(), None, LEN);
+    let eff = cell.prepare(&store.constants(), None, LEN, None);
     let u = Var::constant(Tensor::randn(&[BATCH, LEN, 3 * D], 0.5, &mut rng));
     let z = Var::constant(Tensor::randn(&[BATCH, LEN, D], 1.0, &mut rng));
     (cell, eff, u, z)
@@ -154,4 +155,65 @@ fn the_language_models_drop_in_training_only_with_new_masks_each_pass() {
         assert!(max_diff(&a, &c) > 1e-3, "another seed drew the same masks");
         assert!(max_diff(&a, &reference) > 1e-3, "training dropped nothing");
     }
+}
+
+/// A Transformer LM whose only dropout is on the position embeddings.
+fn positional_only(p: f64) -> LanguageModel<f64> {
+    let mut cell = transformer_cfg(0.0);
+    cell.pos_dropout = p;
+    lm(CellConfig::Transformer(cell), 0.0)
+}
+
+#[test]
+fn positional_dropout_draws_one_mask_per_pass_and_none_in_evaluation() {
+    let (m, plain) = (positional_only(0.3), positional_only(0.0));
+    let reference = logits(&plain, Some(&mut Rng::new(1)));
+    assert_eq!(
+        max_diff(&logits(&m, None), &reference),
+        0.0,
+        "evaluation dropped positions"
+    );
+    let a = logits(&m, Some(&mut Rng::new(1)));
+    assert_eq!(max_diff(&a, &logits(&m, Some(&mut Rng::new(1)))), 0.0);
+    assert!(
+        max_diff(&a, &logits(&m, Some(&mut Rng::new(2)))) > 1e-4,
+        "another seed drew the same positional mask"
+    );
+    assert!(
+        max_diff(&a, &reference) > 1e-4,
+        "training dropped no position"
+    );
+}
+
+#[test]
+fn the_positional_mask_is_drawn_before_the_solve_so_the_solve_finds_a_fixed_point() {
+    no_grad(|| {
+        let mut cfg = transformer_cfg(0.0);
+        cfg.pos_dropout = 0.5;
+        let mut rng = Rng::new(11);
+        let mut store = ParamStore::<f64>::new();
+        let cell = DeqTransformerCell::new(&mut store, "cell", &cfg, &mut rng);
+        let p = store.constants();
+        let dropped = cell.prepare(&p, None, LEN, Some(&mut Rng::new(4)));
+        let clean = cell.prepare(&p, None, LEN, None);
+        // Only the projected positions (entry 1) change.
+        for (i, (a, b)) in dropped.iter().zip(&clean).enumerate() {
+            let diff = max_diff(a.value(), b.value());
+            assert_eq!(diff > 0.0, i == 1, "prepared entry {i} differs by {diff:e}");
+        }
+        let u = Var::constant(Tensor::randn(&[BATCH, LEN, 3 * D], 0.5, &mut rng));
+        let step = cell.step::<f64>(BATCH, None);
+        let res = deq(
+            &step,
+            &u,
+            &dropped,
+            &Tensor::zeros(&[BATCH, LEN, D]),
+            &tight(),
+        );
+        let resid = max_diff(step.apply(&res.z, &u, &dropped).value(), res.z.value());
+        assert!(
+            resid < 1e-9,
+            "f(z*) - z* = {resid:e} with the dropped positions"
+        );
+    });
 }

@@ -52,7 +52,7 @@ impl Case {
             Cell::Transformer(c) => {
                 let past_u = self.past_u.cast::<T>();
                 let klen = past.shape()[1] + self.x.shape()[1];
-                let eff = c.prepare(p, Some((&past, &past_u)), klen);
+                let eff = c.prepare(p, Some((&past, &past_u)), klen, None);
                 let step = c.step(b, None);
                 f(Dyn(&step), &eff)
             }
@@ -148,6 +148,7 @@ fn transformer(seed: u64) -> Case {
         d_inner: 8,
         mem_len: 2,
         dropout: 0.0,
+        pos_dropout: 0.0,
         weight_norm: true,
     };
     let cell = DeqTransformerCell::new(&mut store, "cell", &cfg, &mut rng);

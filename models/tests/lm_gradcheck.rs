@@ -57,6 +57,7 @@ fn transformer() -> CellConfig {
         d_inner: 8,
         mem_len: 2,
         dropout: 0.0,
+        pos_dropout: 0.0,
         weight_norm: true,
     })
 }

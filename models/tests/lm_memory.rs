@@ -25,6 +25,7 @@ fn transformer(mem_len: usize) -> CellConfig {
         d_inner: 8,
         mem_len,
         dropout: 0.0,
+        pos_dropout: 0.0,
         weight_norm: true,
     })
 }

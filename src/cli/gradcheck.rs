@@ -252,6 +252,7 @@ fn implicit_cases(rng: &mut Rng, tol: f64) -> Vec<Case> {
             d_inner: 8,
             mem_len: 2,
             dropout: 0.0,
+            pos_dropout: 0.0,
             weight_norm: true,
         })
     };

@@ -34,6 +34,11 @@ pub struct TransformerConfig {
     /// output, as the reference's `dropout` (training only; the masks are drawn once per
     /// forward pass and shared by every solver iteration and over time).
     pub dropout: f64,
+    /// Dropout on the sinusoidal position embeddings before their projection (the
+    /// reference's `pos_drop`), one `[K, d]` mask per forward pass; 0 (the serde default)
+    /// turns it off and draws nothing.
+    #[serde(default)]
+    pub pos_dropout: f64,
     /// Weight-normalise the linear maps.
     pub weight_norm: bool,
 }
@@ -94,20 +99,24 @@ impl DeqTransformerCell {
     /// weight-normalised weights, the projected position embeddings for `klen` keys, and, with
     /// a memory (`z_mem` `[B, M, d]` and its injection `u_mem` `[B, M, 3d]`, both detached),
     /// the memory's keys and values `[B, M, 2d]`. Computed once, outside the solver, on the
-    /// caller's tape.
+    /// caller's tape. `rng` draws the positional dropout mask (`None`: evaluation).
     pub fn prepare<T: Float>(
         &self,
         p: &[Var<T>],
         mem: Option<(&Tensor<T>, &Tensor<T>)>,
         klen: usize,
+        rng: Option<&mut Rng>,
     ) -> Vec<Var<T>> {
         let d = self.cfg.d_model;
         let device = p[self.o_net.b.expect("o_net bias").0].value().device();
-        let pos = Var::constant(
+        let mut pos = Var::constant(
             sinusoid::<T>(klen, d)
                 .to_device(device)
                 .expect("the parameters' device is open"),
         );
+        if let Some(r) = rng.filter(|_| self.cfg.pos_dropout > 0.0) {
+            pos = VariationalDropout::new(&[klen, d], self.cfg.pos_dropout, r).apply(&pos);
+        }
         let w_qkv = self.qkv.weight(p);
         let mem_kv = mem.map(|(z, u)| {
             Var::constant(z.clone())

@@ -38,8 +38,9 @@ impl TransformerLayer {
         let u = self.inject.forward(p, emb);
         let memory = mem.z.as_ref().zip(mem.u.as_ref());
         let klen = t + memory.map_or(0, |(z, _)| z.dim(1));
-        let eff = self.cell.prepare(p, memory, klen);
-        let step = self.cell.step(batch, s.rng);
+        let mut rng = s.rng;
+        let eff = self.cell.prepare(p, memory, klen, rng.as_deref_mut());
+        let step = self.cell.step(batch, rng);
         let z0 = Tensor::zeros_on(&[batch, t, d], emb.value().device());
         let res = deq(&step, &u, &eff, &z0, s.deq_cfg);
         let jacobian = s
