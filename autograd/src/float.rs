@@ -170,18 +170,6 @@ impl_float!(
 );
 impl_float!(f64, DType::F64);
 
-/// `a·b + c`, as one fused multiply-add where the build targets a CPU that has one (the
-/// workspace builds x86-64 for `x86-64-v3`; aarch64 always has it), else as a multiply and an
-/// add: `f32::mul_add` without the instruction is a slow library call.
-#[inline(always)]
-fn madd(a: f32, b: f32, c: f32) -> f32 {
-    if cfg!(any(target_feature = "fma", target_arch = "aarch64")) {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
-}
-
 /// `e^x` in f32 without branches, right over the whole f32 range.
 ///
 /// `x = n·ln 2 + r` with `n = round(x·log₂e)` and `|r| ≤ ln2/2` (Cody–Waite: `ln 2` split in
@@ -212,20 +200,13 @@ pub fn exp_f32(x: f32) -> f32 {
     let shifted = xc * LOG2E + ROUND;
     let nf = shifted - ROUND;
     let n = (shifted.to_bits() as i32).wrapping_sub(ROUND_BITS);
-    let r = madd(-nf, LN2_LO, madd(-nf, LN2_HI, xc));
-    // Horner with fused multiply-adds: half the dependent operations of `+` after `*`.
-    let mut p = 1.0 / 5040.0;
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = madd(p, r, c);
-    }
+    let r = (xc - nf * LN2_HI) - nf * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
     // NaN inputs give garbage scales here, and NaN·anything = NaN.
     let n1 = n >> 1;
     let n2 = n.wrapping_sub(n1);

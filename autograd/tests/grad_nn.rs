@@ -321,3 +321,18 @@ fn masked_softmax_names_a_mask_that_is_not_a_suffix() {
     let x = deq_autograd::Var::constant(Tensor::<f64>::zeros(&[2, 4]));
     let _ = x.masked_softmax(&Mask::new(vec![false; 3], &[3]));
 }
+
+#[test]
+fn masked_softmax_gives_zeros_for_rows_without_a_finite_kept_score_on_both_paths() {
+    let inf = f64::NEG_INFINITY;
+    // Row 0 keeps only a −∞ score; row 1 is an ordinary row.
+    let x = deq_autograd::Var::constant(Tensor::from_vec(vec![inf, 5.0, 0.0, 1.0], &[2, 2]));
+    let prefix = Mask::causal(2); // row 0 keeps [0], row 1 keeps [0, 1]
+    let general = Mask::new(vec![false, true, true, false], &[2, 2]); // row 1 keeps [1]
+    let p = x.masked_softmax(&prefix);
+    assert_eq!(p.value().data()[..2], [0.0, 0.0]);
+    let want = 1.0 / (1.0 + 1f64.exp());
+    assert!((p.value().data()[2] - want).abs() < 1e-15);
+    let g = x.masked_softmax(&general);
+    assert_eq!(g.value().data(), &[0.0, 0.0, 0.0, 1.0]);
+}

@@ -230,6 +230,8 @@ struct Recipe {
     train_iters: usize,
     /// Forward iterations while evaluating (the backward gets two more).
     eval_iters: usize,
+    /// Weight of the Jacobian penalty (0: off), at the default frequency 0.35.
+    jac_weight: f64,
 }
 
 impl Recipe {
@@ -255,7 +257,10 @@ impl Recipe {
             eval_every: 0,
             eval,
             seed: 1,
-            jac: JacobianReg::default(),
+            jac: JacobianReg {
+                weight: self.jac_weight,
+                ..JacobianReg::default()
+            },
         };
         cfg.set_lr(self.lr);
         cfg.set_steps(self.steps);
@@ -370,6 +375,7 @@ impl TrainConfig {
                 pretrain_steps: 200,
                 train_iters: 8,
                 eval_iters: 12,
+                jac_weight: 0.0,
             },
             "ptb-small" => Recipe {
                 model: Transformer {
@@ -388,6 +394,7 @@ impl TrainConfig {
                 pretrain_steps: 2000,
                 train_iters: 15,
                 eval_iters: 20,
+                jac_weight: 0.0,
             },
             "ptb-1h" => Recipe {
                 model: Transformer {
@@ -406,6 +413,9 @@ impl TrainConfig {
                 pretrain_steps: 600,
                 train_iters: 8,
                 eval_iters: 16,
+                // Keeps the solves near their equilibria (valid residual ≈ 8e-4 where it was 3e-2
+                // without) and trains to a better perplexity in the same hour (README).
+                jac_weight: 0.3,
             },
             "trellis-tiny" => Recipe {
                 model: Trellis {
@@ -423,6 +433,7 @@ impl TrainConfig {
                 pretrain_steps: 200,
                 train_iters: 16,
                 eval_iters: 24,
+                jac_weight: 0.0,
             },
             "ptb-trellis" => Recipe {
                 model: Trellis {
@@ -438,6 +449,7 @@ impl TrainConfig {
                 pretrain_steps: 2000,
                 train_iters: 15,
                 eval_iters: 20,
+                jac_weight: 0.0,
             },
             other => {
                 return Err(format!(

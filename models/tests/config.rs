@@ -259,13 +259,14 @@ fn scoring_reports_the_evaluation_forward_residual() {
     assert!(tight.describe().starts_with("forward residual"));
 }
 
-/// The Jacobian regularisation settings: off in every preset and in a configuration written
-/// without them; out-of-range values are errors naming the field.
+/// The Jacobian regularisation settings: off in every preset but `ptb-1h` (weight 0.3) and in a
+/// configuration written without them; out-of-range values are errors naming the field.
 #[test]
 fn jacobian_regularisation_is_off_by_default_and_validated() {
     for name in PRESETS {
-        assert!(!preset(name).jac.enabled(), "{name}");
+        assert_eq!(preset(name).jac.enabled(), name == "ptb-1h", "{name}");
     }
+    assert_eq!(preset("ptb-1h").jac.weight, 0.3);
     let mut json = serde_json::to_value(preset("tiny")).unwrap();
     json.as_object_mut().unwrap().remove("jac");
     let c: TrainConfig = serde_json::from_value(json).unwrap();

@@ -194,7 +194,32 @@ pub fn backward_fused<T: Float>(
     dbeta: Option<Dst<'_, T>>,
 ) {
     let rows = stats.len();
-    if d == 0 || rows == 0 {
+    assert!(
+        x.len() == rows * d && g.len() == rows * d,
+        "layer_norm backward: x ({}) and g ({}) must hold {rows} rows of {d}",
+        x.len(),
+        g.len()
+    );
+    if let Some(t) = &dx {
+        assert_eq!(
+            t.buf.len(),
+            rows * d,
+            "layer_norm backward: ∂x buffer length"
+        );
+    }
+    for t in [&dgamma, &dbeta].into_iter().flatten() {
+        assert_eq!(t.buf.len(), d, "layer_norm backward: ∂γ/∂β buffer length");
+    }
+    if d == 0 {
+        return;
+    }
+    if rows == 0 {
+        // No rows: the column sums are empty sums.
+        for t in [dgamma, dbeta].into_iter().flatten() {
+            if !t.acc {
+                t.buf.fill(T::ZERO);
+            }
+        }
         return;
     }
     let inv_d = T::ONE / T::from_usize(d);
@@ -325,7 +350,8 @@ fn dx_row<T: Float>(
 /// A raw pointer that may cross threads (rows write disjoint entries).
 #[derive(Clone, Copy)]
 struct SyncPtr<T>(*mut T);
-// SAFETY: used only for disjoint per-row writes inside `rows_mut`.
+// SAFETY: used only for disjoint per-row writes (inside `rows_mut`, and by the row blocks of
+// `backward_fused`, whose buffer lengths are checked first).
 unsafe impl<T> Send for SyncPtr<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for SyncPtr<T> {}
@@ -432,5 +458,27 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_fused_backward_of_no_rows_zeroes_the_column_sums() {
+        let (mut dg, mut db) = (vec![7.0f64; 3], vec![7.0f64; 3]);
+        backward_fused::<f64>(
+            &[],
+            &[],
+            None,
+            &[],
+            3,
+            None,
+            Some(Dst {
+                buf: &mut dg,
+                acc: false,
+            }),
+            Some(Dst {
+                buf: &mut db,
+                acc: true,
+            }),
+        );
+        assert_eq!((dg, db), (vec![0.0; 3], vec![7.0; 3]));
     }
 }

@@ -43,7 +43,8 @@ pub fn forward<T: Float>(x: &[T], d: usize, log: bool, out: &mut [T]) {
 
 /// `out = softmax(x)` row by row over the entries the mask keeps, exact zeros where it is
 /// true: `mask` is one block of rows (a whole number of rows of length `d`) that repeats over
-/// `x`. A row with every entry masked is all zeros (its gradient is then zero too).
+/// `x`. A row with every entry masked, or whose kept entries are all `−∞`, is all zeros (its
+/// gradient is then zero too).
 ///
 /// When every mask row keeps a prefix and masks the rest (a causal mask, with or without
 /// memory), each row exponentiates its prefix only and zero-fills the rest: half the work of
@@ -57,11 +58,15 @@ pub fn forward_masked<T: Float>(x: &[T], mask: &[bool], d: usize, out: &mut [T])
             let k = keep[r % block_rows];
             let (head, tail) = o.split_at_mut(k);
             tail.fill(T::ZERO);
-            if k > 0 {
-                let row = &x[r * d..r * d + k];
-                let inv = T::ONE / rows::exp_shifted(row, rows::max(row), head);
-                head.iter_mut().for_each(|o| *o *= inv);
+            let row = &x[r * d..r * d + k];
+            let m = rows::max(row);
+            if m == -T::INFINITY {
+                // No key (or only −∞ scores): zeros, as the general path gives.
+                head.fill(T::ZERO);
+                return;
             }
+            let inv = T::ONE / rows::exp_shifted(row, m, head);
+            head.iter_mut().for_each(|o| *o *= inv);
         }),
         None => rows_mut(out, d, |r, o| {
             let row = &x[r * d..(r + 1) * d];

@@ -99,9 +99,10 @@ impl<T: Float> Var<T> {
     /// are exactly zero. `mask`'s shape is the input's trailing dimensions (a causal `[T, K]`
     /// mask over `[B, H, T, K]` scores) and repeats over the leading ones. Equal to
     /// `masked_fill(mask, −∞).softmax()` in one pass and one output, with the same VJP, except
-    /// that a row with every entry masked is zeros here (with a zero gradient) where the
-    /// composition gives NaN: a fully padded row does not poison a batch. Panics if the mask
-    /// is not a suffix of the shape.
+    /// that on the host a row with every entry masked (or whose kept entries are all `−∞`) is
+    /// zeros here, with a zero gradient, where the composition gives NaN: a fully padded row
+    /// does not poison a batch. On a CUDA device this op *is* the composition (no fused kernel
+    /// yet), so such a row is NaN there. Panics if the mask is not a suffix of the shape.
     pub fn masked_softmax(&self, mask: &Mask) -> Var<T> {
         masked_softmax_impl(self, mask)
     }
