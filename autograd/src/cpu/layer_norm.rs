@@ -50,30 +50,43 @@ pub fn backward_x<T: Float>(
 ) {
     let inv_d = T::ONE / T::from_usize(d.max(1));
     rows_mut(dst, d, |r, out| {
-        let (mu, rstd) = stats[r];
-        let (xr, gr) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-        let (s_g, s_gx) = match gamma {
-            Some(gm) => sums(gr, Some(gm), xr, mu),
-            None => sums(gr, None, xr, mu),
-        };
-        let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
-        let value = |i: usize| {
-            let gh = match gamma {
-                Some(gm) => gr[i] * gm[i],
-                None => gr[i],
-            };
-            rstd * (gh - mean_g - (xr[i] - mu) * rstd * mean_gx)
-        };
-        if acc {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o += value(i);
-            }
-        } else {
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = value(i);
-            }
-        }
+        let rows = r * d..(r + 1) * d;
+        dx_row(out, &g[rows.clone()], &x[rows], gamma, stats[r], inv_d, acc);
     });
+}
+
+/// One row of `∂x = r·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))` from its cotangent `g` and input `x`,
+/// written into `out` (added to it when `acc`).
+#[inline(always)]
+fn dx_row<T: Float>(
+    out: &mut [T],
+    g: &[T],
+    x: &[T],
+    gamma: Option<&[T]>,
+    (mu, rstd): (T, T),
+    inv_d: T,
+    acc: bool,
+) {
+    let (s_g, s_gx) = sums(g, gamma, x, mu);
+    let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
+    // The γ and accumulate choices are made here, outside the loop, so each loop vectorises.
+    let each = |out: &mut [T], put: fn(&mut T, T)| match gamma {
+        Some(gm) => out.iter_mut().enumerate().for_each(|(i, o)| {
+            put(
+                o,
+                rstd * (g[i] * gm[i] - mean_g - (x[i] - mu) * rstd * mean_gx),
+            )
+        }),
+        None => out
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| put(o, rstd * (g[i] - mean_g - (x[i] - mu) * rstd * mean_gx))),
+    };
+    if acc {
+        each(out, |o, v| *o += v);
+    } else {
+        each(out, |o, v| *o = v);
+    }
 }
 
 /// [`backward_x`] over the cotangent's own buffer (`g` becomes `∂x`; each row's sums are
@@ -248,54 +261,7 @@ pub fn backward_fused<T: Float>(
             let Some(ptr) = dx_ptr else { continue };
             // SAFETY: row r of `∂x` is written by this block alone.
             let out = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(r * d), d) };
-            let (s_g, s_gx) = sums(gr, gamma, xr, mu);
-            let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
-            match (gamma, dx_acc) {
-                (Some(gm), false) => dx_row(
-                    out,
-                    gr,
-                    xr,
-                    |i| gm[i],
-                    mu,
-                    rstd,
-                    mean_g,
-                    mean_gx,
-                    |o, v| *o = v,
-                ),
-                (Some(gm), true) => dx_row(
-                    out,
-                    gr,
-                    xr,
-                    |i| gm[i],
-                    mu,
-                    rstd,
-                    mean_g,
-                    mean_gx,
-                    |o, v| *o += v,
-                ),
-                (None, false) => dx_row(
-                    out,
-                    gr,
-                    xr,
-                    |_| T::ONE,
-                    mu,
-                    rstd,
-                    mean_g,
-                    mean_gx,
-                    |o, v| *o = v,
-                ),
-                (None, true) => dx_row(
-                    out,
-                    gr,
-                    xr,
-                    |_| T::ONE,
-                    mu,
-                    rstd,
-                    mean_g,
-                    mean_gx,
-                    |o, v| *o += v,
-                ),
-            }
+            dx_row(out, gr, xr, gamma, (mu, rstd), inv_d, dx_acc);
         }
         (pg, pb)
     };
@@ -323,28 +289,6 @@ pub fn backward_fused<T: Float>(
     reduce(dgamma, &gammas);
     reduce(dbeta, &betas);
     gammas.into_iter().chain(betas).for_each(crate::pool::give);
-}
-
-/// One row of `∂x = r·(g ⊙ γ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂))`, stored by `put` (assign or add).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dx_row<T: Float>(
-    out: &mut [T],
-    g: &[T],
-    x: &[T],
-    gamma: impl Fn(usize) -> T,
-    mu: T,
-    rstd: T,
-    mean_g: T,
-    mean_gx: T,
-    put: impl Fn(&mut T, T),
-) {
-    for (i, ((o, &gv), &xv)) in out.iter_mut().zip(g).zip(x).enumerate() {
-        put(
-            o,
-            rstd * (gv * gamma(i) - mean_g - (xv - mu) * rstd * mean_gx),
-        );
-    }
 }
 
 /// A raw pointer that may cross threads (rows write disjoint entries).
