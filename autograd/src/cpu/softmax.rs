@@ -103,12 +103,7 @@ pub fn backward<T: Float>(y: &[T], g: &[T], d: usize, log: bool, dst: &mut [T], 
         let (yr, gr) = (&y[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
         if log {
             let s = rows::sum(gr);
-            if acc {
-                out.iter_mut().zip(gr).for_each(|(o, &g)| *o += g);
-            } else {
-                out.copy_from_slice(gr);
-            }
-            rows::scaled_exp(yr, T::ZERO, -s, out, true);
+            rows::minus_scaled_exp(gr, yr, s, out, acc);
         } else {
             let dot = rows::dot(gr, yr);
             let it = out.iter_mut().zip(gr.iter().zip(yr));
