@@ -84,6 +84,7 @@ pub use float::{DType, Float};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport, InputReport};
 pub use kernels::matmul_counters;
 pub use ops::attention::{causal_attention_composed, RelativePositions};
+pub use ops::attention_dropout::AttentionDropout;
 pub use ops::mask::{dropout_mask, Mask};
 pub use ops::matmul::matmul_tensor;
 pub use rng::Rng;

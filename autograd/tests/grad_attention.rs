@@ -1,14 +1,14 @@
 //! The fused causal attention (`Var::causal_attention`): its VJP against central finite
 //! differences in f64, and its values and VJPs against the same attention composed from the
 //! engine's primitive ops (`causal_attention_composed`), with and without memory positions and
-//! relative positions, over random shapes.
+//! relative positions and with and without dropout on the probabilities, over random shapes.
 
 mod common;
 
 use common::{config, distinct_tensor, seed, tensor_of};
 use deq_autograd::{
-    causal_attention_composed, gradcheck, GradcheckOptions, RelativePositions, Rng, Tape, Tensor,
-    Var,
+    causal_attention_composed, gradcheck, AttentionDropout, GradcheckOptions, RelativePositions,
+    Rng, Tape, Tensor, Var,
 };
 use proptest::prelude::*;
 
@@ -43,9 +43,19 @@ fn inputs(
     parts.boxed()
 }
 
+/// No dropout half of the time, else a rate and a seed.
+fn dropout() -> impl Strategy<Value = Option<AttentionDropout>> {
+    prop::option::of((0.1f64..0.6, any::<u64>()).prop_map(|(p, s)| AttentionDropout::new(p, s)))
+}
+
 /// Applies the fused (`composed == false`) or composed attention to `v` laid out by
-/// [`inputs`].
-fn attend(v: &[Var<f64>], m: usize, h: usize, dh: usize, rel: bool, composed: bool) -> Var<f64> {
+/// [`inputs`], with the dropout mask `drop`.
+fn attend(
+    v: &[Var<f64>],
+    (m, h, dh, rel): (usize, usize, usize, bool),
+    drop: Option<AttentionDropout>,
+    composed: bool,
+) -> Var<f64> {
     let mem = (m > 0).then(|| &v[1]);
     let at = if m > 0 { 2 } else { 1 };
     let pos = rel.then(|| RelativePositions {
@@ -55,9 +65,9 @@ fn attend(v: &[Var<f64>], m: usize, h: usize, dh: usize, rel: bool, composed: bo
     });
     let scale = 1.0 / (dh as f64).sqrt();
     if composed {
-        causal_attention_composed(&v[0], mem, pos, h, scale)
+        causal_attention_composed(&v[0], mem, pos, h, scale, drop)
     } else {
-        v[0].causal_attention(mem, pos, h, scale)
+        v[0].causal_attention_with(mem, pos, h, scale, drop)
     }
 }
 
@@ -74,20 +84,22 @@ proptest! {
 
     #[test]
     fn fused_attention_gradients_match_finite_differences(
-        (s, x, seed) in sizes().prop_flat_map(|s| (Just(s), inputs(s), seed()))
+        (s, x, seed) in sizes().prop_flat_map(|s| (Just(s), inputs(s), seed())),
+        drop in dropout(),
     ) {
         let (b, t, m, h, dh, rel) = s;
-        let y = attend(&x.iter().cloned().map(Var::constant).collect::<Vec<_>>(), m, h, dh, rel, false);
+        let k = (m, h, dh, rel);
+        let y = attend(&x.iter().cloned().map(Var::constant).collect::<Vec<_>>(), k, drop, false);
         prop_assert_eq!(y.shape(), &[b, t, h * dh]);
         // The biases' gradients are sums over every score and may cancel down to the finite
         // differences' round-off (about 1e-11 here): an absolute floor of 1e-9 on top of the
         // relative 1e-6. Twice: the op alone (its VJP writes each buffer) and applied twice
         // to the same inputs (the second VJP adds to what the first wrote).
         let opts = GradcheckOptions { tolerance: 1e-6, abs_tolerance: 1e-9, seed, ..Default::default() };
-        let once = gradcheck(|v| attend(v, m, h, dh, rel, false), &x, &opts);
+        let once = gradcheck(|v| attend(v, k, drop, false), &x, &opts);
         prop_assert!(once.passed(), "{}", once);
         let twice = gradcheck(
-            |v| attend(v, m, h, dh, rel, false).add(&attend(v, m, h, dh, rel, false).mul_scalar(0.5)),
+            |v| attend(v, k, drop, false).add(&attend(v, k, drop, false).mul_scalar(0.5)),
             &x,
             &opts,
         );
@@ -96,13 +108,14 @@ proptest! {
 
     #[test]
     fn fused_attention_equals_the_composed_ops(
-        (s, x, seed) in sizes().prop_flat_map(|s| (Just(s), inputs(s), seed()))
+        (s, x, seed) in sizes().prop_flat_map(|s| (Just(s), inputs(s), seed())),
+        drop in dropout(),
     ) {
         let (b, t, m, h, dh, rel) = s;
         let run = |composed: bool| {
             let tape = Tape::new();
             let vars: Vec<Var<f64>> = x.iter().map(|t| tape.leaf(t.clone())).collect();
-            let y = attend(&vars, m, h, dh, rel, composed);
+            let y = attend(&vars, (m, h, dh, rel), drop, composed);
             let u = Tensor::randn(&[b, t, h * dh], 1.0, &mut Rng::new(seed));
             let wrt: Vec<&Var<f64>> = vars.iter().collect();
             let grads = tape.vjp(&[&y], &[&u], &wrt);
@@ -124,4 +137,40 @@ fn mismatched_memory_panics_with_both_shapes() {
     let qkv = Var::constant(Tensor::<f64>::zeros(&[2, 4, 12]));
     let mem = Var::constant(Tensor::<f64>::zeros(&[2, 3, 10]));
     qkv.causal_attention(Some(&mem), None, 2, 1.0);
+}
+
+/// The mask is a function of the seed alone: the same seed drops the same entries on every
+/// call (as every solver iteration of one forward pass needs), another seed others, and the
+/// dropped fraction is the rate.
+#[test]
+fn attention_dropout_masks_are_fixed_per_seed_and_drop_at_their_rate() {
+    let qkv = Var::constant(Tensor::<f64>::randn(&[2, 16, 24], 1.0, &mut Rng::new(3)));
+    let run = |drop| qkv.causal_attention_with(None, None, 2, 0.5, drop);
+    let (a, b) = (
+        AttentionDropout::new(0.3, 11),
+        AttentionDropout::new(0.3, 12),
+    );
+    assert_eq!(run(Some(a)).value().data(), run(Some(a)).value().data());
+    assert!(max_diff(run(Some(a)).value(), run(Some(b)).value()) > 1e-3);
+    // Rate 0 is no dropout.
+    let none = run(None);
+    assert_eq!(
+        run(Some(AttentionDropout::new(0.0, 5))).value().data(),
+        none.value().data()
+    );
+    // Over a million entries the dropped fraction is within 0.2% of the rate, and the kept
+    // ones carry 1/(1 − p).
+    let mask = AttentionDropout::new(0.3, 7).mask::<f64>(&[1 << 20]);
+    let dropped = mask.data().iter().filter(|&&v| v == 0.0).count() as f64 / (1 << 20) as f64;
+    assert!((dropped - 0.3).abs() < 2e-3, "dropped fraction {dropped}");
+    assert!(mask
+        .data()
+        .iter()
+        .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-12));
+}
+
+#[test]
+#[should_panic(expected = "attention dropout: rate 1 is not in [0, 1)")]
+fn attention_dropout_of_rate_one_panics() {
+    AttentionDropout::new(1.0, 0);
 }

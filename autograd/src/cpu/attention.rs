@@ -14,6 +14,7 @@
 //!   and `∂Q = ∂Q_u + ∂Q_v`.
 
 use crate::float::Float;
+use crate::ops::attention_dropout::AttentionDropout;
 use crate::kernels::clear_upper_simd_state;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
@@ -34,6 +35,8 @@ pub struct Dims {
     pub dh: usize,
     /// Score scale `α`.
     pub scale: f64,
+    /// Dropout on the probabilities, if any.
+    pub dropout: Option<AttentionDropout>,
 }
 
 impl Dims {
@@ -176,6 +179,15 @@ fn causal_probs<T: Float>(s: &mut [T], lse: &[T], m: usize, kk: usize) {
     }
 }
 
+/// `Ã = A ⊙ M/(1 − p)` in place on one task's probabilities (`T × K`, the task's first row
+/// being row `row0` of the `[B, H, T, K]` mask), on the keys each row sees.
+fn drop_rows<T: Float>(drop: &AttentionDropout, a: &mut [T], row0: usize, m: usize, kk: usize) {
+    for (i, row) in a.chunks_mut(kk).enumerate() {
+        let valid = (m + i + 1).min(kk);
+        drop.apply_row(row0 + i, kk, &mut row[..valid]);
+    }
+}
+
 /// Query rows per block: a block of queries `[i0, i1)` only sees keys `j < M + i1`, so the
 /// products skip the masked upper triangle block by block (about 3/8 of the attention FLOPs at
 /// `T = 128`).
@@ -285,6 +297,9 @@ pub fn forward<T: Float>(d: Dims, x: Inputs<'_, T>, out: &mut [T], lse: &mut [T]
         scores(d, &hd, &q, &mut a);
         q.give();
         causal_softmax(&mut a, lse, m, kk);
+        if let Some(drop) = d.dropout {
+            drop_rows(&drop, &mut a, task * t, m, kk);
+        }
         let a_view = MatRef::from_row_major_slice(&a, t, kk);
         // SAFETY: this task alone writes head h's columns of batch bi's rows.
         let mut o = unsafe { out_ptr.view(bi * t * w + h * dh, t, dh, w) };
@@ -339,8 +354,16 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, lse: &[T], dout: &[T], grad
         let mut probs = crate::pool::take(t * kk);
         scores(d, &hd, &q, &mut probs);
         causal_probs(&mut probs, &lse[task * t..(task + 1) * t], m, kk);
+        // With dropout, the dropped weights Ã (the products' operand) beside A.
+        let dropped = d.dropout.map(|drop| {
+            let mut at = crate::pool::take(t * kk);
+            at.copy_from_slice(&probs);
+            drop_rows(&drop, &mut at, task * t, m, kk);
+            at
+        });
         let ad = &probs[..];
-        let a = MatRef::from_row_major_slice(ad, t, kk);
+        let atd = dropped.as_deref().unwrap_or(ad);
+        let a = MatRef::from_row_major_slice(atd, t, kk);
         let go = view(dout, bi * t * w + h * dh, t, dh, w);
         // SAFETY (every view below): head h's columns of batch bi belong to this task alone.
         let dqkv = |col: usize| {
@@ -376,7 +399,8 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, lse: &[T], dout: &[T], grad
             if let Some(dv) = dvm.as_mut() {
                 gemm(dv.rb_mut(), mem_acc || !first, am.transpose(), gob, T::ONE);
             }
-            // G = α·A ⊙ (∂A − rowsum(A ⊙ ∂A)), with ∂A = ∂O·Vᵀ, on the keys each row sees.
+            // G = α·A ⊙ (∂A − rowsum(A ⊙ ∂A)), with ∂A = ∂O·Vᵀ, on the keys each row sees;
+            // with dropout ∂A = M/(1 − p) ⊙ ∂Ã, so G = α·(Ã ⊙ ∂Ã − A·rowsum(Ã ⊙ ∂Ã)).
             {
                 let gb = view_mut(&mut g[i0 * kk..], rows, kv, kk);
                 let (gmm, gmc) = gb.split_at_col_mut(m);
@@ -386,9 +410,17 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, lse: &[T], dout: &[T], grad
             for i in blk.clone() {
                 let valid = m + i + 1;
                 let (grow, arow) = (&mut g[i * kk..i * kk + kk], &ad[i * kk..i * kk + valid]);
-                let dot = super::rows::dot(&grow[..valid], arow);
-                for (gv, &av) in grow[..valid].iter_mut().zip(arow) {
-                    *gv = alpha * av * (*gv - dot);
+                if dropped.is_some() {
+                    let trow = &atd[i * kk..i * kk + valid];
+                    let dot = super::rows::dot(&grow[..valid], trow);
+                    for ((gv, &av), &tv) in grow[..valid].iter_mut().zip(arow).zip(trow) {
+                        *gv = alpha * (tv * *gv - av * dot);
+                    }
+                } else {
+                    let dot = super::rows::dot(&grow[..valid], arow);
+                    for (gv, &av) in grow[..valid].iter_mut().zip(arow) {
+                        *gv = alpha * av * (*gv - dot);
+                    }
                 }
                 grow[valid..].fill(T::ZERO);
             }
@@ -466,7 +498,7 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, lse: &[T], dout: &[T], grad
             }
         }
         q.give();
-        for buf in [dq, dqv, probs, g, gp] {
+        for buf in [dq, dqv, probs, g, gp].into_iter().chain(dropped) {
             crate::pool::give(buf);
         }
     };

@@ -15,6 +15,10 @@
 //! chain keeps six `[B, H, T, K]` tensors): the VJP recomputes the probabilities from it.
 //! The VJP computes `∂scores` once for every input (`vjp_many`).
 //!
+//! With [`AttentionDropout`] (the reference's `dropatt`) the weights are
+//! `Ã = A ⊙ M/(1 − p)` and `out_i = Σ_j Ã[i, j]·v_j`; the mask `M` is a hash of a seed and
+//! each entry's index, regenerated in the backward pass rather than stored.
+//!
 //! The CPU loops are in [`crate::cpu::attention`]. On a CUDA device the same maths runs as a
 //! composition of the engine's ops ([`causal_attention_composed`], also the reference the
 //! tests compare the fused op with).
@@ -23,6 +27,7 @@ use crate::cpu::attention::{self as kernel, Dims, Grads, Inputs};
 use crate::device::{common_device, Device};
 use crate::float::Float;
 use crate::kernels;
+use crate::ops::attention_dropout::AttentionDropout;
 use crate::ops::mask::Mask;
 use crate::tape::{Backward, VjpTarget};
 use crate::tensor::Tensor;
@@ -122,14 +127,29 @@ impl<T: Float> Var<T> {
         heads: usize,
         scale: f64,
     ) -> Var<T> {
-        let d = check_shapes(self, mem_kv, rel.as_ref(), heads, scale);
+        self.causal_attention_with(mem_kv, rel, heads, scale, None)
+    }
+
+    /// [`Var::causal_attention`] with dropout on the attention probabilities: `dropout`
+    /// drops each entry of `softmax(S)` (`[B, H, T, K]`, flat index order) by its hash and
+    /// scales the kept ones by `1/(1 − p)`; the same seed gives the same mask every call.
+    pub fn causal_attention_with(
+        &self,
+        mem_kv: Option<&Var<T>>,
+        rel: Option<RelativePositions<'_, T>>,
+        heads: usize,
+        scale: f64,
+        dropout: Option<AttentionDropout>,
+    ) -> Var<T> {
+        let mut d = check_shapes(self, mem_kv, rel.as_ref(), heads, scale);
+        d.dropout = dropout.filter(|m| m.rate() > 0.0);
         let mut operands = vec![self.value()];
         operands.extend(mem_kv.map(Var::value));
         if let Some(p) = &rel {
             operands.extend([p.r.value(), p.u.value(), p.v.value()]);
         }
         if common_device("causal_attention", &operands) != Device::Cpu {
-            return causal_attention_composed(self, mem_kv, rel, heads, scale);
+            return causal_attention_composed(self, mem_kv, rel, heads, scale, d.dropout);
         }
         let w = d.d();
         let mem_t = mem_kv.map(|m| m.value().clone());
@@ -227,19 +247,21 @@ fn check_shapes<T: Float>(
         heads,
         dh,
         scale,
+        dropout: None,
     }
 }
 
-/// [`Var::causal_attention`] built from the engine's primitive ops (narrow, permute, batched
-/// products, [`Var::rel_shift`], masked fill, softmax): the path on CUDA devices, and the
-/// reference that the fused CPU op is tested against. It keeps every intermediate for the
-/// backward pass.
+/// [`Var::causal_attention_with`] built from the engine's primitive ops (narrow, permute,
+/// batched products, [`Var::rel_shift`], masked fill, softmax, and the dropout mask as a
+/// constant factor): the path on CUDA devices, and the reference that the fused CPU op is
+/// tested against. It keeps every intermediate for the backward pass.
 pub fn causal_attention_composed<T: Float>(
     qkv: &Var<T>,
     mem_kv: Option<&Var<T>>,
     rel: Option<RelativePositions<'_, T>>,
     heads: usize,
     scale: f64,
+    dropout: Option<AttentionDropout>,
 ) -> Var<T> {
     let d = check_shapes(qkv, mem_kv, rel.as_ref(), heads, scale);
     let (b, t, m, dh, w, kk) = (d.b, d.t, d.m, d.dh, d.d(), d.keys());
@@ -270,10 +292,18 @@ pub fn causal_attention_composed<T: Float>(
             content.add(&position)
         }
     };
-    scores
+    let mut probs = scores
         .mul_scalar(scale)
         .masked_fill(&Mask::causal_with_memory(t, m), f64::NEG_INFINITY)
-        .softmax()
+        .softmax();
+    if let Some(drop) = dropout.filter(|m| m.rate() > 0.0) {
+        let mask = drop
+            .mask::<T>(&[b, heads, t, kk])
+            .to_device(qkv.value().device())
+            .expect("the operands' device is open");
+        probs = probs.mul(&Var::constant(mask));
+    }
+    probs
         .matmul(&val)
         .permute(&[0, 2, 1, 3])
         .reshape(&[b, t, w])

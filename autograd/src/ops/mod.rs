@@ -2,6 +2,7 @@
 //! the ops themselves are methods on [`Var`](crate::Var).
 
 pub mod attention;
+pub mod attention_dropout;
 pub mod binary;
 pub mod broadcast;
 pub mod conv1d;
