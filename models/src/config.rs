@@ -293,6 +293,7 @@ impl Transformer {
                 mem_len: self.mem,
                 dropout: self.dropout,
                 pos_dropout: 0.0,
+                att_dropout: 0.0,
                 weight_norm: true,
             }),
         }

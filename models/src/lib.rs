@@ -44,7 +44,7 @@
 //!     out_dropout: 0.0,
 //!     cell: CellConfig::Transformer(TransformerConfig {
 //!         d_model: 8, n_head: 2, d_inner: 16, mem_len: 3, dropout: 0.0, pos_dropout: 0.0,
-//!         weight_norm: true,
+//!         att_dropout: 0.0, weight_norm: true,
 //!     }),
 //! };
 //! let model = LanguageModel::<f64>::new(&cfg, &mut Rng::new(0));

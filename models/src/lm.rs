@@ -71,6 +71,7 @@ impl ModelConfig {
                 positive("d_inner", c.d_inner)?;
                 prob("dropout", c.dropout)?;
                 prob("pos_dropout", c.pos_dropout)?;
+                prob("att_dropout", c.att_dropout)?;
                 if c.d_model != self.d_embed {
                     return Err(format!(
                         "transformer d_model ({}) must equal d_embed ({})",

@@ -56,6 +56,7 @@ fn attend(v: &[Var<f64>], s: Sizes) -> Var<f64> {
         r_w_bias: &v[6],
         r_r_bias: &v[7],
         heads: s.heads,
+        dropout: None,
     }
     .attend(&v[0], &v[1], s.t)
 }

@@ -20,6 +20,7 @@ fn transformer_cfg(dropout: f64) -> TransformerConfig {
         mem_len: 0,
         dropout,
         pos_dropout: 0.0,
+        att_dropout: 0.0,
         weight_norm: true,
     }
 }
@@ -214,6 +215,56 @@ fn the_positional_mask_is_drawn_before_the_solve_so_the_solve_finds_a_fixed_poin
         assert!(
             resid < 1e-9,
             "f(z*) - z* = {resid:e} with the dropped positions"
+        );
+    });
+}
+
+/// A Transformer cell whose only dropout is on the attention probabilities.
+fn attention_only(p: f64) -> (DeqTransformerCell, Vec<Var<f64>>, Var<f64>, Var<f64>) {
+    let mut cfg = transformer_cfg(0.0);
+    cfg.att_dropout = p;
+    let mut rng = Rng::new(11);
+    let mut store = ParamStore::<f64>::new();
+    let cell = DeqTransformerCell::new(&mut store, "cell", &cfg, &mut rng);
+    let eff = cell.prepare(&store.constants(), None, LEN, None);
+    let u = Var::constant(Tensor::randn(&[BATCH, LEN, 3 * D], 0.5, &mut rng));
+    let z = Var::constant(Tensor::randn(&[BATCH, LEN, D], 1.0, &mut rng));
+    (cell, eff, u, z)
+}
+
+#[test]
+fn attention_dropout_keeps_one_mask_per_pass_draws_new_ones_per_step_and_none_in_evaluation() {
+    no_grad(|| {
+        let (cell, eff, u, z) = attention_only(0.2);
+        let (plain, _, _, _) = attention_only(0.0);
+        let mut rng = Rng::new(5);
+        let step = cell.step::<f64>(BATCH, Some(&mut rng));
+        let (a, b) = (step.apply(&z, &u, &eff), step.apply(&z, &u, &eff));
+        assert_eq!(
+            max_diff(a.value(), b.value()),
+            0.0,
+            "a second call drew a new mask"
+        );
+        let res = deq(&step, &u, &eff, &Tensor::zeros(&[BATCH, LEN, D]), &tight());
+        let resid = max_diff(step.apply(&res.z, &u, &eff).value(), res.z.value());
+        assert!(resid < 1e-9, "f(z*) - z* = {resid:e} for the same mask");
+        let next = cell.step::<f64>(BATCH, Some(&mut rng)).apply(&z, &u, &eff);
+        assert!(
+            max_diff(a.value(), next.value()) > 1e-3,
+            "the next step drew the same mask"
+        );
+        let reference = plain
+            .step::<f64>(BATCH, Some(&mut Rng::new(5)))
+            .apply(&z, &u, &eff);
+        assert!(
+            max_diff(a.value(), reference.value()) > 1e-3,
+            "training dropped nothing"
+        );
+        let eval = cell.step::<f64>(BATCH, None).apply(&z, &u, &eff);
+        assert_eq!(
+            max_diff(eval.value(), reference.value()),
+            0.0,
+            "evaluation dropped"
         );
     });
 }

@@ -149,6 +149,7 @@ fn transformer(seed: u64) -> Case {
         mem_len: 2,
         dropout: 0.0,
         pos_dropout: 0.0,
+        att_dropout: 0.0,
         weight_norm: true,
     };
     let cell = DeqTransformerCell::new(&mut store, "cell", &cfg, &mut rng);

@@ -1,4 +1,6 @@
-//! The language models' gradients (implicit through the DEQ) against finite differences, f64.
+//! The language models' gradients (implicit through the DEQ) against finite differences, f64,
+//! without dropout and with every dropout on (the masks drawn from one seed on each evaluation,
+//! so the finite differences see the same masked model).
 
 use deq_autograd::{gradcheck, GradcheckOptions, Rng, Var};
 use deq_models::cells::{TransformerConfig, TrellisConfig};
@@ -17,12 +19,17 @@ fn tight(mode: BackwardMode) -> DeqConfig {
 }
 
 fn check(cell: CellConfig, mode: BackwardMode) {
+    check_with(cell, mode, 0.0)
+}
+
+/// `drop`: the language model's embedding and output dropout, and whether to draw masks.
+fn check_with(cell: CellConfig, mode: BackwardMode, drop: f64) {
     let cfg = ModelConfig {
         vocab: 7,
         d_embed: 4,
-        emb_dropout: 0.0,
+        emb_dropout: drop,
         emb_scale: true,
-        out_dropout: 0.0,
+        out_dropout: drop,
         cell,
     };
     let mut rng = Rng::new(3);
@@ -39,8 +46,10 @@ fn check(cell: CellConfig, mode: BackwardMode) {
     };
     let report = gradcheck(
         |p: &[Var<f64>]| {
+            let mut masks = Rng::new(9);
+            let rng = (drop > 0.0).then_some(&mut masks);
             model
-                .forward(p, &tokens, &targets, 2, &Memory::default(), &deq_cfg, None)
+                .forward(p, &tokens, &targets, 2, &Memory::default(), &deq_cfg, rng)
                 .loss
         },
         &values,
@@ -58,6 +67,7 @@ fn transformer() -> CellConfig {
         mem_len: 2,
         dropout: 0.0,
         pos_dropout: 0.0,
+        att_dropout: 0.0,
         weight_norm: true,
     })
 }
@@ -78,6 +88,16 @@ fn transformer_lm_unrolled_gradients_match_finite_differences() {
 #[test]
 fn transformer_lm_implicit_gradients_match_finite_differences() {
     check(transformer(), BackwardMode::Implicit);
+}
+
+#[test]
+fn transformer_lm_with_every_dropout_implicit_gradients_match_finite_differences() {
+    let mut cell = match transformer() {
+        CellConfig::Transformer(c) => c,
+        _ => unreachable!(),
+    };
+    (cell.dropout, cell.pos_dropout, cell.att_dropout) = (0.2, 0.2, 0.3);
+    check_with(CellConfig::Transformer(cell), BackwardMode::Implicit, 0.2);
 }
 
 #[test]

@@ -26,6 +26,7 @@ fn transformer(mem_len: usize) -> CellConfig {
         mem_len,
         dropout: 0.0,
         pos_dropout: 0.0,
+        att_dropout: 0.0,
         weight_norm: true,
     })
 }

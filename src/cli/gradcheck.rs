@@ -253,6 +253,7 @@ fn implicit_cases(rng: &mut Rng, tol: f64) -> Vec<Case> {
             mem_len: 2,
             dropout: 0.0,
             pos_dropout: 0.0,
+            att_dropout: 0.0,
             weight_norm: true,
         })
     };

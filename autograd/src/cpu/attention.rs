@@ -14,8 +14,8 @@
 //!   and `∂Q = ∂Q_u + ∂Q_v`.
 
 use crate::float::Float;
-use crate::ops::attention_dropout::AttentionDropout;
 use crate::kernels::clear_upper_simd_state;
+use crate::ops::attention_dropout::AttentionDropout;
 use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;

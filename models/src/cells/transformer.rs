@@ -14,7 +14,7 @@
 
 use crate::layers::{sinusoid, Linear, RelAttention};
 use crate::params::{ParamId, ParamStore};
-use deq_autograd::{Float, Rng, Tensor, Var};
+use deq_autograd::{AttentionDropout, Float, Rng, Tensor, Var};
 use deq_solvers::implicit::{ImplicitCell, VariationalDropout};
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,12 @@ pub struct TransformerConfig {
     /// turns it off and draws nothing.
     #[serde(default)]
     pub pos_dropout: f64,
+    /// Dropout on the attention probabilities (the reference's `dropatt`): one mask over
+    /// `[B, H, T, K]` per forward pass, a hash of a seed drawn per pass
+    /// ([`deq_autograd::AttentionDropout`]), so every solver iteration and the backward pass
+    /// see the same one; 0 (the serde default) turns it off.
+    #[serde(default)]
+    pub att_dropout: f64,
     /// Weight-normalise the linear maps.
     pub weight_norm: bool,
 }
@@ -143,6 +149,13 @@ impl DeqTransformerCell {
     /// (`rng = None`: evaluation, no dropout).
     pub fn step<T: Float>(&self, batch: usize, rng: Option<&mut Rng>) -> TransformerStep<T> {
         let shape = [batch, 1, self.cfg.d_model];
+        let mut rng = rng;
+        let att_drop = match rng.as_deref_mut() {
+            Some(r) if self.cfg.att_dropout > 0.0 => {
+                Some(AttentionDropout::new(self.cfg.att_dropout, r.next_u64()))
+            }
+            _ => None,
+        };
         let (drop_attn, drop_ffn, drop_inner) = match rng {
             Some(r) if self.cfg.dropout > 0.0 => (
                 VariationalDropout::new(&shape, self.cfg.dropout, r),
@@ -157,6 +170,7 @@ impl DeqTransformerCell {
         };
         TransformerStep {
             heads: self.cfg.n_head,
+            att_drop,
             drop_attn,
             drop_ffn,
             drop_inner,
@@ -168,6 +182,7 @@ impl DeqTransformerCell {
 /// injection of the current positions.
 pub struct TransformerStep<T: Float> {
     heads: usize,
+    att_drop: Option<AttentionDropout>,
     drop_attn: VariationalDropout<T>,
     drop_ffn: VariationalDropout<T>,
     drop_inner: VariationalDropout<T>,
@@ -183,6 +198,7 @@ impl<T: Float> ImplicitCell<T> for TransformerStep<T> {
             r_w_bias: &e[4],
             r_r_bias: &e[5],
             heads: self.heads,
+            dropout: self.att_drop,
         };
         let qkv = z.linear(&e[0], None).add(u);
         let a = self

@@ -10,7 +10,7 @@
 //! then softmax over `j` and a weighted sum of values. The scores, softmax and weighted sum are
 //! one fused op of the engine ([`Var::causal_attention`]); this layer adds the projections.
 
-use deq_autograd::{Float, RelativePositions, Var};
+use deq_autograd::{AttentionDropout, Float, RelativePositions, Var};
 
 /// Re-indexes `[B, H, T, K]` scores from distance order to key order: output `[.., i, j]` is
 /// input `[.., i, M + i − j]` where `M = K − T`, and 0 where `j > M + i` (positions the causal
@@ -36,6 +36,8 @@ pub struct RelAttention<'a, T: Float> {
     pub r_r_bias: &'a Var<T>,
     /// Number of heads `H`.
     pub heads: usize,
+    /// Dropout on the attention probabilities, if any (fixed for a forward pass).
+    pub dropout: Option<AttentionDropout>,
 }
 
 impl<T: Float> RelAttention<'_, T> {
@@ -61,7 +63,8 @@ impl<T: Float> RelAttention<'_, T> {
             u: self.r_w_bias,
             v: self.r_r_bias,
         };
-        qkv.causal_attention(mem_kv, Some(rel), self.heads, 1.0 / (dh as f64).sqrt())
+        let scale = 1.0 / (dh as f64).sqrt();
+        qkv.causal_attention_with(mem_kv, Some(rel), self.heads, scale, self.dropout)
             .linear(self.w_o, Some(self.b_o))
     }
 }
