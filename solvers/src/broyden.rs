@@ -17,7 +17,13 @@
 //! the oldest pair, which is dropped *before* the update is computed (left out of every sum),
 //! so the truncated estimate still satisfies the latest secant condition exactly; computing
 //! the update with the oldest pair and dropping it afterwards breaks that condition and made
-//! `memory = 5` diverge on the acceptance problem. Storage is `2 · min(memory, max_iter − 1) · N`
+//! `memory = 5` diverge on the acceptance problem.
+//!
+//! Without a line search (the reference has none either) the iteration can oscillate and then
+//! diverge where plain iteration converges. A sample whose residual `‖g‖` grows past
+//! [`RESTART_GROWTH`] times its lowest since the last (re)start therefore drops every pair and
+//! takes the plain step `z ← f(z)` from where it is; the solver's monitor still returns the
+//! lowest-residual iterate, so a restart never makes the result worse. Storage is `2 · min(memory, max_iter − 1) · N`
 //! values per sample (the first iteration adds no pair).
 
 use crate::broyden_step::{self, Factors, Update};
@@ -27,6 +33,11 @@ use crate::vecops::samples_per_task;
 use deq_autograd::pool::PooledVec;
 use deq_autograd::Float;
 use rayon::prelude::*;
+
+/// A sample restarts its estimate when `‖g‖` exceeds this many times its lowest `‖g‖` since
+/// the last (re)start: healthy solves of DEQ cells spike by one or two orders of magnitude at
+/// most; a thousandfold growth is the start of a divergence.
+pub const RESTART_GROWTH: f64 = 1e3;
 
 /// One sample's estimate and work vectors.
 struct Sample<T: Float> {
@@ -56,6 +67,9 @@ struct Sample<T: Float> {
     started: bool,
     skipped: usize,
     pairs_max: usize,
+    /// Lowest `‖g‖²` since the last (re)start.
+    best_gg: f64,
+    restarts: usize,
 }
 
 /// Pairs a sample can ever hold: `memory`, or fewer when `max_iter` iterations cannot add
@@ -94,6 +108,8 @@ impl<T: Float> Broyden<T> {
                 started: false,
                 skipped: 0,
                 pairs_max: 0,
+                best_gg: f64::INFINITY,
+                restarts: 0,
             })
             .collect();
         Broyden { n, cap, samples }
@@ -123,6 +139,7 @@ impl<T: Float> Stepper<T> for Broyden<T> {
     fn report(&self, stats: &mut SolveStats) {
         let n = self.n.max(1);
         stats.fallback_steps += self.samples.iter().map(|s| s.skipped).sum::<usize>();
+        stats.restarts += self.samples.iter().map(|s| s.restarts).sum::<usize>();
         stats.lowrank_capacity = self
             .samples
             .iter()
@@ -138,12 +155,15 @@ impl<T: Float> Stepper<T> for Broyden<T> {
 fn step_sample<T: Float>(s: &mut Sample<T>, z: &mut [T], fz: &[T], n: usize, cap: usize) {
     if !s.started {
         // The first step is the plain iteration: d = g = f(z) − z, z ← f(z).
+        let mut gg = 0.0;
         for (j, (z, &f)) in z.iter_mut().zip(fz).enumerate() {
             let g = f - *z;
             s.g[j] = g;
             s.d[j] = g;
             *z = f;
+            gg += g.to_f64() * g.to_f64();
         }
+        s.best_gg = gg;
         s.started = true;
         return;
     }
@@ -162,12 +182,19 @@ fn step_sample<T: Float>(s: &mut Sample<T>, z: &mut [T], fz: &[T], n: usize, cap
         e: &mut s.e,
         w: &mut s.w,
     };
-    match broyden_step::step(factors, z, fz, n, s.pairs, k) {
+    let restart_above = s.best_gg * RESTART_GROWTH * RESTART_GROWTH;
+    let (update, gg) = broyden_step::step(factors, z, fz, n, (s.pairs, k), restart_above);
+    s.best_gg = s.best_gg.min(gg);
+    match update {
         Update::Added => {
             s.pairs = (s.pairs + 1).min(cap);
             s.head = (k + 1) % cap;
             s.pairs_max = s.pairs_max.max(s.pairs);
         }
         Update::Skipped => s.skipped += 1,
+        Update::Restart => {
+            (s.pairs, s.head, s.best_gg) = (0, 0, gg);
+            s.restarts += 1;
+        }
     }
 }

@@ -58,10 +58,12 @@ pub(crate) struct Factors<'a, T> {
     pub w: &'a mut [f64],
 }
 
-/// The outcome of a step: whether a pair was added.
+/// The outcome of a step: whether a pair was added, or the estimate is to be restarted (the
+/// step taken was the plain one, `z ← f(z)`).
 pub(crate) enum Update {
     Added,
     Skipped,
+    Restart,
 }
 
 /// `(a·b, c·b)` over one read of `b`.
@@ -103,16 +105,18 @@ fn axpy_rows<T: Float>(y: &mut [T], rows: &[T], n: usize, lo: usize, slots: &[(u
 }
 
 /// Steps one sample: `held` pairs in the ring, `k` the slot of the next pair. See the
-/// module docs.
+/// module docs. Returns the outcome and `‖g⁺‖²`; when `‖g⁺‖² > restart_above` the step is
+/// the plain one (`d = g⁺`, `z ← z + g⁺ = f(z)`, no pass over `U`) and the caller drops
+/// every pair.
 #[inline(always)]
 pub(crate) fn step<T: Float>(
     f: Factors<'_, T>,
     z: &mut [T],
     fz: &[T],
     n: usize,
-    held: usize,
-    k: usize,
-) -> Update {
+    (held, k): (usize, usize),
+    restart_above: f64,
+) -> (Update, f64) {
     let Factors {
         u,
         v,
@@ -129,7 +133,7 @@ pub(crate) fn step<T: Float>(
     // Over V: the new residual, Δg, c, w, the three dots, and the candidate v_k with w_k
     // (written straight into slot k when it is free, else into the scratch row).
     let direct = k >= held;
-    let (mut dzdg, mut dzdz, mut dgdg, mut wk) = (0.0, 0.0, 0.0, 0.0);
+    let (mut dzdg, mut dzdz, mut dgdg, mut wk, mut gg) = (0.0, 0.0, 0.0, 0.0, 0.0);
     {
         let (vk, rest) = split_row(v, n, k);
         let (cand, old_k): (&mut [T], Option<&[T]>) = if direct {
@@ -167,7 +171,13 @@ pub(crate) fn step<T: Float>(
             dzdg += ab;
             dzdz += aa;
             dgdg += lane_dot(dgb, dgb);
+            gg += lane_dot(gb, gb);
         }
+    }
+    if gg > restart_above {
+        d.copy_from_slice(g);
+        z.iter_mut().zip(&*g).for_each(|(z, &gv)| *z += gv);
+        return (Update::Restart, gg);
     }
     let denom = -dzdg + others.iter().map(|&i| e[i] * c[i]).sum::<f64>();
     let skip = !denom.is_finite() || denom.abs() <= SKIP_RTOL * (dzdz * dgdg).sqrt();
@@ -210,11 +220,8 @@ pub(crate) fn step<T: Float>(
             e[i] += lane_dot(&u[i * n + lo..i * n + hi], db);
         }
     }
-    if skip {
-        Update::Skipped
-    } else {
-        Update::Added
-    }
+    let update = if skip { Update::Skipped } else { Update::Added };
+    (update, gg)
 }
 
 /// Row `k` of a `rows × n` buffer, mutable, with read access to the other rows.

@@ -108,6 +108,7 @@
 mod anderson;
 mod bordered;
 mod broyden;
+pub use broyden::RESTART_GROWTH;
 mod broyden_step;
 #[cfg(feature = "cuda")]
 mod gpu;

@@ -41,6 +41,10 @@ pub struct SolveStats {
     pub lowrank_capacity: usize,
     /// Broyden: the most low-rank pairs any sample held at once (≤ `lowrank_capacity`).
     pub lowrank_pairs_max: usize,
+    /// Broyden on the CPU: estimates restarted because a sample's residual grew past
+    /// [`RESTART_GROWTH`](crate::RESTART_GROWTH) times its lowest since the last (re)start;
+    /// summed over samples. (The GPU solver does not restart yet: always 0 there.)
+    pub restarts: usize,
 }
 
 impl SolveStats {

@@ -36,10 +36,10 @@ fn anderson() -> SolverKind {
 ///
 /// The implicit gradient is the derivative of the equilibrium only where every solve reaches
 /// it: a case in which any forward solve (the analytic one or one at a perturbed point)
-/// stops unconverged is rejected, not judged. Limited-memory Broyden without a line search
-/// (as in the reference) fails so on about 4 in 10 000 of the random Transformer cells below
-/// (seeds 6406, 7201, 8201 and 9426 at batch 1), where its residual oscillates and then grows;
-/// proptest counts the rejections and fails the test if they pass its limit.
+/// stops unconverged is rejected, not judged. Of the random Transformer cells below, 1 in
+/// 10 000 at batch 1 (seed 8201, a cell where plain iteration cycles) defeats Broyden even
+/// with its restarts (`broyden_restart.rs`; without them, 4 did); proptest counts the
+/// rejections and fails the test if they pass its limit.
 fn check_deq(
     cell: CellFn,
     x: Tensor<f64>,
