@@ -73,7 +73,7 @@ fn the_remaining_failure_defeats_every_method() {
         anderson,
         SolverKind::Broyden { memory: 40 },
     ] {
-        let stats = solve_kind(8201, kind);
+        let stats = solve_kind(8201, kind.clone());
         assert!(!stats.all_converged(), "{kind:?} solved seed 8201");
         assert!(stats.max_abs() > 1e-3, "{kind:?}: {:e}", stats.max_abs());
     }
