@@ -31,8 +31,9 @@ pub struct ModelConfig {
     pub emb_dropout: f64,
     /// Multiply the input embedding by `√d_embed`, as the reference DEQ-Transformer's adaptive
     /// embedding does (the tied output reads the unscaled table). Without it the token part
-    /// of the injection starts about 50 times smaller than `qkv(z)`; with it about 6 times
-    /// (the reference: about 4). Configurations written without the field: off.
+    /// of the injection starts about 50 times smaller than `qkv(z)`; with it 3 to 5 times
+    /// for the presets (the reference's init: about 6; `models/tests/init_scale.rs`).
+    /// Configurations written without the field: off.
     #[serde(default)]
     pub emb_scale: bool,
     /// Dropout on the equilibrium before the output layer (the reference's output dropout:

@@ -9,7 +9,7 @@ use deq_autograd::{no_grad, Rng, Tensor, Var};
 use deq_models::config::TrainConfig;
 use deq_models::LanguageModel;
 
-fn std(t: &Tensor<f64>) -> f64 {
+fn std_dev(t: &Tensor<f64>) -> f64 {
     let n = t.data().len() as f64;
     let mean = t.data().iter().sum::<f64>() / n;
     (t.data()
@@ -46,7 +46,7 @@ fn injection_ratio(preset: &str) -> f64 {
             &Var::constant(param(&model, "cell.qkv.weight").clone()),
             None,
         );
-        std(u.value()) / std(qkv.value())
+        std_dev(u.value()) / std_dev(qkv.value())
     })
 }
 

@@ -17,14 +17,15 @@
 //! the oldest pair, which is dropped *before* the update is computed (left out of every sum),
 //! so the truncated estimate still satisfies the latest secant condition exactly; computing
 //! the update with the oldest pair and dropping it afterwards breaks that condition and made
-//! `memory = 5` diverge on the acceptance problem.
+//! `memory = 5` diverge on the acceptance problem. Storage is `2 · min(memory, max_iter − 1) · N`
+//! values per sample (the first iteration adds no pair).
 //!
 //! Without a line search (the reference has none either) the iteration can oscillate and then
 //! diverge where plain iteration converges. A sample whose residual `‖g‖` grows past
 //! [`RESTART_GROWTH`] times its lowest since the last (re)start therefore drops every pair and
 //! takes the plain step `z ← f(z)` from where it is; the solver's monitor still returns the
-//! lowest-residual iterate, so a restart never makes the result worse. Storage is `2 · min(memory, max_iter − 1) · N`
-//! values per sample (the first iteration adds no pair).
+//! lowest-residual iterate, so the result is never worse than the best iterate before a
+//! restart.
 
 use crate::broyden_step::{self, Factors, Update};
 use crate::stats::SolveStats;

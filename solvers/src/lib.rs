@@ -108,7 +108,6 @@
 mod anderson;
 mod bordered;
 mod broyden;
-pub use broyden::RESTART_GROWTH;
 mod broyden_step;
 #[cfg(feature = "cuda")]
 mod gpu;
@@ -122,6 +121,7 @@ pub mod implicit;
 pub mod solve;
 pub mod stats;
 
+pub use broyden::RESTART_GROWTH;
 pub use config::{ConfigError, SolverConfig, SolverKind, StopMode};
 pub use implicit::{
     check_cell, deq, BackwardMode, CellCheckOptions, CellCheckReport, DeqConfig, DeqOutput,

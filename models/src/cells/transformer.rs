@@ -147,9 +147,8 @@ impl DeqTransformerCell {
 
     /// A cell application context for one forward pass: freshly drawn dropout masks
     /// (`rng = None`: evaluation, no dropout).
-    pub fn step<T: Float>(&self, batch: usize, rng: Option<&mut Rng>) -> TransformerStep<T> {
+    pub fn step<T: Float>(&self, batch: usize, mut rng: Option<&mut Rng>) -> TransformerStep<T> {
         let shape = [batch, 1, self.cfg.d_model];
-        let mut rng = rng;
         let att_drop = match rng.as_deref_mut() {
             Some(r) if self.cfg.att_dropout > 0.0 => {
                 Some(AttentionDropout::new(self.cfg.att_dropout, r.next_u64()))
