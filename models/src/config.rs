@@ -323,6 +323,7 @@ impl Trellis {
             cell: CellConfig::Trellisnet(TrellisConfig {
                 hidden: self.hidden,
                 dropout: self.dropout,
+                weight_drop: 0.0,
                 weight_norm: true,
             }),
         }

@@ -89,6 +89,7 @@ impl ModelConfig {
             CellConfig::Trellisnet(c) => {
                 positive("hidden", c.hidden)?;
                 prob("dropout", c.dropout)?;
+                prob("weight_drop", c.weight_drop)?;
                 if c.hidden < self.d_embed {
                     return Err(format!(
                         "trellisnet hidden ({}) must be ≥ d_embed ({})",

@@ -3,7 +3,7 @@
 //! evaluation has none.
 
 use deq_autograd::{no_grad, Rng, Tensor, Var};
-use deq_models::cells::{DeqTransformerCell, TransformerConfig, TrellisConfig};
+use deq_models::cells::{DeqTransformerCell, TransformerConfig, TrellisConfig, TrellisNetCell};
 use deq_models::{CellConfig, LanguageModel, Memory, ModelConfig, ParamStore};
 use deq_solvers::implicit::ImplicitCell;
 use deq_solvers::{deq, BackwardMode, DeqConfig, SolverConfig, SolverKind, StopMode};
@@ -124,6 +124,7 @@ fn cells(p: f64) -> [CellConfig; 2] {
             weight_norm: false,
             hidden: 10,
             dropout: p,
+            weight_drop: 0.0,
         }),
     ]
 }
@@ -267,4 +268,44 @@ fn attention_dropout_keeps_one_mask_per_pass_draws_new_ones_per_step_and_none_in
             "evaluation dropped"
         );
     });
+}
+
+#[test]
+fn trellis_weight_drop_draws_one_kernel_mask_per_pass_and_none_in_evaluation() {
+    let cfg = TrellisConfig {
+        weight_norm: true,
+        hidden: 10,
+        dropout: 0.0,
+        weight_drop: 0.3,
+    };
+    let mut store = ParamStore::<f64>::new();
+    let cell = TrellisNetCell::new(&mut store, "cell", &cfg, &mut Rng::new(11));
+    let p = store.constants();
+    let clean = cell.prepare(&p, None);
+    let a = cell.prepare(&p, Some(&mut Rng::new(4)));
+    assert_eq!(
+        max_diff(
+            a[0].value(),
+            cell.prepare(&p, Some(&mut Rng::new(4)))[0].value()
+        ),
+        0.0
+    );
+    assert!(
+        max_diff(
+            a[0].value(),
+            cell.prepare(&p, Some(&mut Rng::new(5)))[0].value()
+        ) > 1e-3
+    );
+    // The bias is untouched; each kernel entry is dropped or scaled by 1/(1 − p).
+    assert_eq!(max_diff(a[1].value(), clean[1].value()), 0.0);
+    let (w, w0) = (a[0].value().data(), clean[0].value().data());
+    let dropped = w.iter().filter(|&&v| v == 0.0).count() as f64 / w.len() as f64;
+    assert!(
+        (dropped - 0.3).abs() < 0.06,
+        "dropped fraction {dropped} of {}",
+        w.len()
+    );
+    for (&v, &v0) in w.iter().zip(w0) {
+        assert!(v == 0.0 || (v - v0 / 0.7).abs() < 1e-12, "{v} from {v0}");
+    }
 }

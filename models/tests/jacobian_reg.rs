@@ -57,7 +57,7 @@ impl Case {
                 f(Dyn(&step), &eff)
             }
             Cell::Trellis(c) => {
-                let eff = c.prepare(p);
+                let eff = c.prepare(p, None);
                 let step = c.step(b, Some(past), None);
                 f(Dyn(&step), &eff)
             }
@@ -174,6 +174,7 @@ fn trellis(seed: u64) -> Case {
         weight_norm: false,
         hidden: h,
         dropout: 0.0,
+        weight_drop: 0.0,
     };
     let cell = TrellisNetCell::new(&mut store, "cell", &cfg, &mut rng);
     let (b, t) = (2, 3);

@@ -77,6 +77,7 @@ fn trellis() -> CellConfig {
         weight_norm: true,
         hidden: 5,
         dropout: 0.0,
+        weight_drop: 0.0,
     })
 }
 
@@ -98,6 +99,17 @@ fn transformer_lm_with_every_dropout_implicit_gradients_match_finite_differences
     };
     (cell.dropout, cell.pos_dropout, cell.att_dropout) = (0.2, 0.2, 0.3);
     check_with(CellConfig::Transformer(cell), BackwardMode::Implicit, 0.2);
+}
+
+#[test]
+fn trellisnet_lm_with_dropout_and_weight_drop_implicit_gradients_match_finite_differences() {
+    let cell = CellConfig::Trellisnet(TrellisConfig {
+        weight_norm: true,
+        hidden: 5,
+        dropout: 0.2,
+        weight_drop: 0.3,
+    });
+    check_with(cell, BackwardMode::Implicit, 0.2);
 }
 
 #[test]

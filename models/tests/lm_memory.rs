@@ -36,6 +36,7 @@ fn trellis() -> CellConfig {
         weight_norm: true,
         hidden: 5,
         dropout: 0.0,
+        weight_drop: 0.0,
     })
 }
 

@@ -262,6 +262,7 @@ fn implicit_cases(rng: &mut Rng, tol: f64) -> Vec<Case> {
             weight_norm: true,
             hidden: 5,
             dropout: 0.0,
+            weight_drop: 0.0,
         })
     };
     // Three tokens per stream before the checked segment: memories of 2 (Transformer,

@@ -5,7 +5,8 @@
 //! `i, f, o, g = split(pre)`, then `c'_t = σ(f)·c_{t-1} + σ(i)·tanh(g)` (with `c_{t-1}` the
 //! previous time step's cell state, the history at `t = 0`) and `h'_t = σ(o)·tanh(c'_t)`.
 //! The injection `u` is a kernel-2 causal convolution of the embedding computed once per
-//! forward pass. Variational dropout on `h` uses one mask per forward pass.
+//! forward pass. Variational dropout on `h` and weight drop on the kernel use one mask per
+//! forward pass.
 
 use crate::layers::ConvWeight;
 use crate::params::{ParamId, ParamStore};
@@ -22,6 +23,13 @@ pub struct TrellisConfig {
     pub hidden: usize,
     /// Variational dropout on `h` inside the cell (training only).
     pub dropout: f64,
+    /// Weight drop (DropConnect, the reference's `wdrop`): each entry of the cell's
+    /// convolution kernel is dropped with this rate and the kept ones scaled by `1/(1 − p)`,
+    /// one mask per forward pass, applied after weight normalisation, so every solver
+    /// iteration and the backward pass see one kernel; training only. Configurations
+    /// written without the field: 0.
+    #[serde(default)]
+    pub weight_drop: f64,
     /// Weight-normalise the cell's and the injection's convolutions (per output channel, as
     /// the reference). Configurations written without the field: off.
     #[serde(default)]
@@ -59,9 +67,14 @@ impl TrellisNetCell {
     }
 
     /// The cell's parameters for [`TrellisStep`]: `[W, b]` (the kernel normalised once per
-    /// forward pass under weight normalisation, not once per solver iteration).
-    pub fn prepare<T: Float>(&self, p: &[Var<T>]) -> Vec<Var<T>> {
-        vec![self.w.weight(p), p[self.b.0].clone()]
+    /// forward pass under weight normalisation, not once per solver iteration). `rng` draws
+    /// the weight-drop mask (`None`: evaluation, the kernel as it is).
+    pub fn prepare<T: Float>(&self, p: &[Var<T>], rng: Option<&mut Rng>) -> Vec<Var<T>> {
+        let mut w = self.w.weight(p);
+        if let Some(r) = rng.filter(|_| self.cfg.weight_drop > 0.0) {
+            w = VariationalDropout::new(w.shape(), self.cfg.weight_drop, r).apply(&w);
+        }
+        vec![w, p[self.b.0].clone()]
     }
 
     /// A context for one forward pass: history `[B, 1, 2H]` (zeros when `None`) and a dropout

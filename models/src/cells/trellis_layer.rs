@@ -54,14 +54,15 @@ impl TrellisLayer {
         let u = emb_ext
             .causal_conv1d(&self.inject_w.weight(p), Some(&p[self.inject_b.0]), 1)
             .narrow(1, 1, t);
-        let eff = self.cell.prepare(p);
+        let mut rng = s.rng;
+        let eff = self.cell.prepare(p, rng.as_deref_mut());
         let h = self.cell.cfg.hidden;
         // No memory yet: a zero history on the parameters' device.
         let history = mem
             .z
             .clone()
             .unwrap_or_else(|| Tensor::zeros_on(&[batch, 1, 2 * h], device));
-        let step = self.cell.step(batch, Some(history), s.rng);
+        let step = self.cell.step(batch, Some(history), rng);
         let z0 = Tensor::zeros_on(&[batch, t, 2 * h], device);
         let res = deq(&step, &u, &eff, &z0, s.deq_cfg);
         let jacobian = s
