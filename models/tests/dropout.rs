@@ -28,9 +28,16 @@ fn transformer_cfg(dropout: f64) -> TransformerConfig {
 /// The cell's parameters (as constants, seeded: the dropout rate does not change them) and a
 /// random injection `[B, T, 3d]` and state `[B, T, d]`.
 fn cell_and_inputs(dropout: f64) -> (DeqTransformerCell, Vec<Var<f64>>, Var<f64>, Var<f64>) {
+    cell_and_inputs_for(&transformer_cfg(dropout))
+}
+
+/// [`cell_and_inputs`] for any configuration of the cell.
+fn cell_and_inputs_for(
+    cfg: &TransformerConfig,
+) -> (DeqTransformerCell, Vec<Var<f64>>, Var<f64>, Var<f64>) {
     let mut rng = Rng::new(11);
     let mut store = ParamStore::<f64>::new();
-    let cell = DeqTransformerCell::new(&mut store, "cell", &transformer_cfg(dropout), &mut rng);
+    let cell = DeqTransformerCell::new(&mut store, "cell", cfg, &mut rng);
     let eff = cell.prepare(&store.constants(), None, LEN, None);
     let u = Var::constant(Tensor::randn(&[BATCH, LEN, 3 * D], 0.5, &mut rng));
     let z = Var::constant(Tensor::randn(&[BATCH, LEN, D], 1.0, &mut rng));
@@ -224,13 +231,7 @@ fn the_positional_mask_is_drawn_before_the_solve_so_the_solve_finds_a_fixed_poin
 fn attention_only(p: f64) -> (DeqTransformerCell, Vec<Var<f64>>, Var<f64>, Var<f64>) {
     let mut cfg = transformer_cfg(0.0);
     cfg.att_dropout = p;
-    let mut rng = Rng::new(11);
-    let mut store = ParamStore::<f64>::new();
-    let cell = DeqTransformerCell::new(&mut store, "cell", &cfg, &mut rng);
-    let eff = cell.prepare(&store.constants(), None, LEN, None);
-    let u = Var::constant(Tensor::randn(&[BATCH, LEN, 3 * D], 0.5, &mut rng));
-    let z = Var::constant(Tensor::randn(&[BATCH, LEN, D], 1.0, &mut rng));
-    (cell, eff, u, z)
+    cell_and_inputs_for(&cfg)
 }
 
 #[test]
