@@ -158,8 +158,9 @@ fn add_row<T: Float>(dst: &mut [T], q: MatRef<'_, T>, bias: &[T]) {
 fn causal_softmax<T: Float>(s: &mut [T], lse: &mut [T], m: usize, kk: usize) {
     for (i, (row, l)) in s.chunks_mut(kk).zip(lse.iter_mut()).enumerate() {
         let valid = (m + i + 1).min(kk);
-        let (seen, hidden) = row.split_at_mut(valid);
-        let mx = super::rows::max(seen);
+        let mx = super::rows::max(&row[..valid]);
+        let (seen, hidden) = row.split_at_mut(padded_len(valid, kk));
+        seen[valid..].fill(-T::INFINITY);
         let sum = super::rows::exp_shifted_in_place(seen, mx);
         *l = mx + sum.ln();
         let inv = T::ONE / sum;
@@ -168,12 +169,21 @@ fn causal_softmax<T: Float>(s: &mut [T], lse: &mut [T], m: usize, kk: usize) {
     }
 }
 
+/// A row's `valid` keys rounded up to whole chunks of the row kernels' lanes (at most the
+/// `kk` of the row): the exponential runs over the padding, filled with `-∞` (whose
+/// exponential is exactly 0), where a causal row of any length would otherwise end in up to
+/// 15 scalar exponentials (a third of the softmax's time at `T = 128`).
+fn padded_len(valid: usize, kk: usize) -> usize {
+    valid.next_multiple_of(super::rows::LANES).min(kk)
+}
+
 /// The probabilities again from the scores `s` (`T × K`, in place) and the rows'
 /// log-sum-exp: `A[i, j] = exp(S[i, j] − ℓ_i)` where row `i` sees key `j`, 0 elsewhere.
 fn causal_probs<T: Float>(s: &mut [T], lse: &[T], m: usize, kk: usize) {
     for (i, (row, &l)) in s.chunks_mut(kk).zip(lse).enumerate() {
         let valid = (m + i + 1).min(kk);
-        let (seen, hidden) = row.split_at_mut(valid);
+        let (seen, hidden) = row.split_at_mut(padded_len(valid, kk));
+        seen[valid..].fill(-T::INFINITY);
         super::rows::exp_shifted_in_place(seen, l);
         hidden.fill(T::ZERO);
     }
@@ -489,11 +499,15 @@ pub fn backward<T: Float>(d: Dims, x: Inputs<'_, T>, lse: &[T], dout: &[T], grad
         if x.rel.is_some() {
             dq.iter_mut().zip(&dqv).for_each(|(o, &v)| *o += v);
         }
-        if let Some(mut dst) = dqkv(0) {
-            for i in 0..t {
-                for c in 0..dh {
-                    let v = dq[i * dh + c];
-                    dst[(i, c)] = if qkv_acc { dst[(i, c)] + v } else { v };
+        if let Some(dst) = dqkv(0) {
+            for (i, src) in dq.chunks_exact(dh).enumerate() {
+                // SAFETY: `dst` is this task's row-major view (column stride 1) of `dh`
+                // columns; row `i` is `dh` contiguous entries that no other task writes.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.ptr_at_mut(i, 0), dh) };
+                if qkv_acc {
+                    row.iter_mut().zip(src).for_each(|(o, &v)| *o += v);
+                } else {
+                    row.copy_from_slice(src);
                 }
             }
         }
