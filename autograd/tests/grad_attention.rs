@@ -7,8 +7,8 @@ mod common;
 
 use common::{config, distinct_tensor, seed, tensor_of};
 use deq_autograd::{
-    causal_attention_composed, gradcheck, AttentionDropout, GradcheckOptions, RelativePositions,
-    Rng, Tape, Tensor, Var,
+    causal_attention_composed, gradcheck, AttentionDropout, Device, GradcheckOptions,
+    RelativePositions, Rng, Tape, Tensor, Var,
 };
 use proptest::prelude::*;
 
@@ -167,6 +167,42 @@ fn attention_dropout_masks_are_fixed_per_seed_and_drop_at_their_rate() {
         .data()
         .iter()
         .all(|&v| v == 0.0 || (v - 1.0 / 0.7).abs() < 1e-12));
+}
+
+/// The composed path's mask is built once per seed, rate, shape and type: a second request
+/// returns the same storage, any other key a fresh mask equal to `mask`.
+#[test]
+fn attention_dropout_masks_on_a_device_are_built_once_per_key() {
+    let (a, b) = (
+        AttentionDropout::new(0.3, 21),
+        AttentionDropout::new(0.3, 22),
+    );
+    let shape = [2, 2, 8, 12];
+    let first = a.mask_on::<f64>(&shape, Device::Cpu).unwrap();
+    let again = a.mask_on::<f64>(&shape, Device::Cpu).unwrap();
+    assert_eq!(first.data().as_ptr(), again.data().as_ptr());
+    assert_eq!(first.data(), a.mask::<f64>(&shape).data());
+    for (other, want) in [
+        (
+            b.mask_on::<f64>(&shape, Device::Cpu).unwrap(),
+            b.mask::<f64>(&shape),
+        ),
+        (
+            AttentionDropout::new(0.4, 21)
+                .mask_on::<f64>(&shape, Device::Cpu)
+                .unwrap(),
+            AttentionDropout::new(0.4, 21).mask::<f64>(&shape),
+        ),
+        (
+            a.mask_on::<f64>(&[2, 2, 8, 13], Device::Cpu).unwrap(),
+            a.mask::<f64>(&[2, 2, 8, 13]),
+        ),
+    ] {
+        assert_eq!(other.shape(), want.shape());
+        assert_eq!(other.data(), want.data());
+    }
+    let single = a.mask_on::<f32>(&shape, Device::Cpu).unwrap();
+    assert_eq!(single.data(), a.mask::<f32>(&shape).data());
 }
 
 #[test]

@@ -298,8 +298,7 @@ pub fn causal_attention_composed<T: Float>(
         .softmax();
     if let Some(drop) = dropout.filter(|m| m.rate() > 0.0) {
         let mask = drop
-            .mask::<T>(&[b, heads, t, kk])
-            .to_device(qkv.value().device())
+            .mask_on::<T>(&[b, heads, t, kk], qkv.value().device())
             .expect("the operands' device is open");
         probs = probs.mul(&Var::constant(mask));
     }

@@ -8,8 +8,11 @@
 //! `Ã = A ⊙ M/(1 − p)` and `out = Ã·V`. The softmax itself, and its log-sum-exp, are those of
 //! the undropped scores.
 
+use crate::device::{Device, DeviceError};
 use crate::float::Float;
 use crate::tensor::Tensor;
+use std::any::Any;
+use std::cell::RefCell;
 
 /// A dropout mask on attention probabilities: drop rate `p` in `[0, 1)` and the seed it is
 /// drawn from. Draw a fresh seed per forward pass (one solve) and reuse it for every
@@ -85,4 +88,47 @@ impl AttentionDropout {
             .collect();
         Tensor::from_vec(values, shape)
     }
+
+    /// [`AttentionDropout::mask`] on `device`, built once per mask: every application of a
+    /// cell within one solve (each solver iteration, each adjoint VJP) asks for the same
+    /// mask, which costs a hash per entry and, on a GPU, an upload. The last mask built on
+    /// this thread is kept (one `[B, H, T, K]` tensor) and returned while the seed, rate,
+    /// shape, device and float type stay the same.
+    pub fn mask_on<T: Float>(
+        &self,
+        shape: &[usize],
+        device: Device,
+    ) -> Result<Tensor<T>, DeviceError> {
+        let key = MaskKey {
+            seed: self.seed,
+            rate: self.p.to_bits(),
+            shape: shape.to_vec(),
+            device,
+        };
+        let hit = LAST_MASK.with_borrow(|last| {
+            last.as_ref()
+                .filter(|(k, _)| *k == key)
+                .and_then(|(_, t)| t.downcast_ref::<Tensor<T>>().cloned())
+        });
+        if let Some(mask) = hit {
+            return Ok(mask);
+        }
+        let mask = self.mask::<T>(shape).to_device(device)?;
+        LAST_MASK.with_borrow_mut(|last| *last = Some((key, Box::new(mask.clone()))));
+        Ok(mask)
+    }
+}
+
+/// What identifies a built mask.
+#[derive(PartialEq)]
+struct MaskKey {
+    seed: u64,
+    rate: u64,
+    shape: Vec<usize>,
+    device: Device,
+}
+
+thread_local! {
+    /// The last mask [`AttentionDropout::mask_on`] built on this thread.
+    static LAST_MASK: RefCell<Option<(MaskKey, Box<dyn Any>)>> = const { RefCell::new(None) };
 }
