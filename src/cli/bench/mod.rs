@@ -123,18 +123,32 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let device_sgemm = device_sgemm(a.device)?;
+    if let Some((g, each)) = &device_sgemm {
+        println!(
+            "cuBLAS sgemm at the same shapes on {}: {g:.1} GFLOP/s (per shape: {}); the \
+             workloads' \"of sgemm\" figures are against it\n",
+            a.device,
+            each.iter()
+                .map(|g| format!("{g:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    // A workload's efficiency is against the yardstick of the device it runs on.
+    let yardstick = device_sgemm.as_ref().map_or(sgemm, |d| d.0);
     let mut results = Vec::new();
     let all = a.workload == Workload::All;
     if all || a.workload == Workload::W1 {
-        results.push(w1::bench(a.reps, sgemm));
+        results.push(w1::bench(a.reps, yardstick));
         println!();
     }
     if all || a.workload == Workload::W2 {
-        results.push(w2::bench(a.reps, sgemm));
+        results.push(w2::bench(a.reps, yardstick));
         println!();
     }
     if all || a.workload == Workload::W3 {
-        results.push(w3::bench(a.reps, sgemm));
+        results.push(w3::bench(a.reps, yardstick));
     }
     if let Some(b) = &baseline {
         b.print_table(&results);
@@ -145,7 +159,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
     if let Some(path) = &a.json {
         let doc = json!({
             "machine": {"cpu": cpu_model(), "threads": threads, "sgemm_gflops": sgemm,
-                "sgemm_gflops_per_shape": sgemm_each, "device": a.device.describe()},
+                "sgemm_gflops_per_shape": sgemm_each, "device": a.device.describe(),
+                "device_sgemm_gflops": device_sgemm.as_ref().map(|d| d.0),
+                "device_sgemm_gflops_per_shape": device_sgemm.as_ref().map(|d| d.1.clone())},
             "git_revision": env!("DEQ_GIT_REVISION"),
             "workloads": results,
         });
@@ -153,6 +169,19 @@ pub fn run(a: BenchArgs) -> Result<ExitCode> {
         std::fs::write(path, text).map_err(|e| DeqError::io(path, e))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// cuBLAS's sgemm figure on a CUDA bench device (`None` on the CPU, whose yardstick is faer's).
+fn device_sgemm(device: Device) -> Result<Option<(f64, Vec<f64>)>> {
+    match device {
+        Device::Cpu => Ok(None),
+        #[cfg(feature = "cuda")]
+        Device::Cuda(n) => sgemm::cublas_sgemm_gflops(n)
+            .map(Some)
+            .map_err(|e| DeqError::config(format!("cuBLAS sgemm on cuda:{n}: {e}"))),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda(_) => Ok(None),
+    }
 }
 
 fn plots(dir: &std::path::Path, results: &[serde_json::Value]) -> Result<()> {

@@ -66,3 +66,55 @@ fn sgemm_round(threads: usize) -> (f64, Vec<f64>) {
     }
     (flops / secs / 1e9, each)
 }
+
+/// cuBLAS's sgemm GFLOP/s on CUDA device `ordinal` at [`SHAPES`], FLOP-weighted, with the
+/// per-shape figures: the GPU's yardstick, measured as faer's is on the CPU (preallocated
+/// operands and output, warm-up, median over rounds), so that a GPU workload's efficiency is
+/// its nominal GFLOP/s over what cuBLAS itself reaches at the block's shapes. One product
+/// takes microseconds there, so each timed round queues [`GPU_BATCH`] products and waits
+/// once; the round's time over the batch is one product's.
+#[cfg(feature = "cuda")]
+pub fn cublas_sgemm_gflops(ordinal: usize) -> Result<(f64, Vec<f64>), String> {
+    use deq_cuda::blas::{gemm, Operand};
+    let gpu = deq_cuda::Gpu::open(ordinal).map_err(|e| e.to_string())?;
+    let (mut flops, mut secs) = (0.0, 0.0);
+    let mut each = Vec::new();
+    for &(m, k, n) in &SHAPES {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 11) as f32 * 0.1 - 0.5).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let (a, b) = (gpu.upload(&a), gpu.upload(&b));
+        let mut c = gpu.zeros::<f32>(m * n);
+        let mut batch = |count: usize| {
+            gpu.synchronize();
+            let t = Instant::now();
+            for _ in 0..count {
+                gemm(
+                    &mut c,
+                    Operand::matrix(&a, m, k, false),
+                    Operand::matrix(&b, k, n, false),
+                    1,
+                    1.0,
+                    0.0,
+                );
+            }
+            gpu.synchronize();
+            t.elapsed().as_secs_f64() / count as f64
+        };
+        batch(4);
+        let mut rounds: Vec<f64> = (0..GPU_ROUNDS).map(|_| batch(GPU_BATCH)).collect();
+        let t = median(&mut rounds);
+        let f = 2.0 * (m * k * n) as f64;
+        each.push(f / t / 1e9);
+        flops += f;
+        secs += t;
+    }
+    Ok((flops / secs / 1e9, each))
+}
+
+/// Products queued per timed round on a GPU.
+#[cfg(feature = "cuda")]
+const GPU_BATCH: usize = 100;
+
+/// Timed rounds per shape on a GPU (the median is kept).
+#[cfg(feature = "cuda")]
+const GPU_ROUNDS: usize = 7;
