@@ -304,6 +304,17 @@ fn shape_cases<T: Float>(dev: Device, p: &mut Parity) {
     p.case(dev, "pad then narrow + x (accumulating)", &[x], |v| {
         v[0].pad(1, 2, 3, 0.5).narrow(1, 2, 37).add(&v[0])
     });
+    // Transformer-XL's relative shift (its own device kernel): no memory, memory, one row.
+    for (s, seed) in [([2, 3, 5, 5], 14), ([2, 2, 4, 9], 15), ([1, 1, 1, 3], 16)] {
+        let scores = randn::<T>(&s, seed);
+        p.case(dev, &format!("rel_shift of {s:?}"), &[scores], |v| {
+            v[0].rel_shift()
+        });
+    }
+    let scores = randn::<T>(&[2, 2, 4, 7], 17);
+    p.case(dev, "rel_shift + x (accumulating)", &[scores], |v| {
+        v[0].rel_shift().add(&v[0])
+    });
 }
 
 #[test]

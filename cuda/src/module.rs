@@ -28,6 +28,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("layer_norm.cu", include_str!("kernels/layer_norm.cu")),
     ("cross_entropy.cu", include_str!("kernels/cross_entropy.cu")),
     ("mask.cu", include_str!("kernels/mask.cu")),
+    ("rel_shift.cu", include_str!("kernels/rel_shift.cu")),
     ("embedding.cu", include_str!("kernels/embedding.cu")),
     ("linear.cu", include_str!("kernels/linear.cu")),
     ("conv1d.cu", include_str!("kernels/conv1d.cu")),

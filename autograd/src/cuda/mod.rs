@@ -13,6 +13,7 @@ pub(crate) mod linear;
 pub(crate) mod mask;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
+pub(crate) mod rel_shift;
 pub(crate) mod shape_ops;
 pub(crate) mod softmax;
 pub(crate) mod unary;

@@ -24,7 +24,7 @@
 //! tests compare the fused op with).
 
 use crate::cpu::attention::{self as kernel, Dims, Grads, Inputs};
-use crate::device::{common_device, Device};
+use crate::device::{common_device, cuda_vjp, on_cuda, Device};
 use crate::float::Float;
 use crate::kernels;
 use crate::ops::attention_dropout::AttentionDropout;
@@ -322,6 +322,10 @@ impl<T: Float> Backward<T> for RelShiftBackward {
         let (t, k) = (self.shape[2], self.shape[3]);
         kernel::rel_shift_backward(g, t, k, self.mem, dst, acc);
     }
+
+    cuda_vjp!(|op, _k, g, dst, acc| {
+        crate::cuda::rel_shift::backward(g, op.shape[2], op.shape[3], dst, acc)
+    });
 }
 
 impl<T: Float> Var<T> {
@@ -337,37 +341,15 @@ impl<T: Float> Var<T> {
         let shape = [s[0], s[1], s[2], s[3]];
         let (t, k) = (s[2], s[3]);
         let mem = k - t;
-        if self.value().device() != Device::Cpu {
-            return rel_shift_by_gather(self, shape, mem);
-        }
-        let x = self.value().data();
-        let mut out = crate::pool::take_zeroed(x.len());
-        kernel::rel_shift(x, t, k, mem, &mut out);
-        record(Tensor::from_vec(out, s), &[self], || RelShiftBackward {
-            shape,
-            mem,
-        })
-    }
-}
-
-/// [`Var::rel_shift`] from engine ops alone, for tensors on a device: the values, with one
-/// zero appended, form a `[N + 1, 1]` table, and an embedding lookup gathers each output
-/// entry (index `N`, the zero, where `j > M + i`); its VJP is the matching scatter-add.
-fn rel_shift_by_gather<T: Float>(full: &Var<T>, shape: [usize; 4], mem: usize) -> Var<T> {
-    let (t, k) = (shape[2], shape[3]);
-    let numel = full.numel();
-    let zero = Var::constant(Tensor::zeros_on(&[1, 1], full.value().device()));
-    let table = Var::concat(&[&full.reshape(&[numel, 1]), &zero], 0);
-    let ids: Vec<usize> = (0..numel)
-        .map(|p| {
-            let (row, j) = (p / k, p % k);
-            let i = row % t;
-            if j <= mem + i {
-                row * k + mem + i - j
-            } else {
-                numel
+        let value = match self.value().device() {
+            Device::Cpu => {
+                let x = self.value().data();
+                let mut out = crate::pool::take_zeroed(x.len());
+                kernel::rel_shift(x, t, k, mem, &mut out);
+                Tensor::from_vec(out, s)
             }
-        })
-        .collect();
-    table.embedding(&ids, &[numel]).reshape(&shape)
+            Device::Cuda(_) => on_cuda!(crate::cuda::rel_shift::forward(self.value(), t, k)),
+        };
+        record(value, &[self], || RelShiftBackward { shape, mem })
+    }
 }

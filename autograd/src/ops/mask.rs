@@ -65,8 +65,8 @@ impl Mask {
 
 /// What a masked fill keeps of its mask, in the form its device's kernel reads: on the host
 /// `true` where the input passes through (the mask negated), on a device the mask (true =
-/// filled) as `i32` values.
-type KeptMask = Kept<Vec<bool>, cuda_type!(deq_cuda::IndexBuffer)>;
+/// filled) as `i32` values, shared with later fills by the same mask.
+type KeptMask = Kept<Vec<bool>, cuda_type!(std::sync::Arc<deq_cuda::IndexBuffer>)>;
 
 struct MaskedFillBackward {
     mask: KeptMask,

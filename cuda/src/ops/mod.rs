@@ -11,6 +11,7 @@ pub mod linear;
 pub mod mask;
 pub mod optim;
 pub mod reduce;
+pub mod rel_shift;
 pub mod softmax;
 pub mod solver;
 pub mod strided;
