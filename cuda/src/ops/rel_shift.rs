@@ -5,10 +5,10 @@
 use crate::launch::{launch, linear, Arg};
 use crate::{GpuBuffer, GpuFloat};
 
-/// `dst (+)= shift(src)` over rows of `k` values in blocks of `t` rows (`k ≥ t`, `mem = k − t`):
-/// `dst[.., i, j] = src[.., i, mem + i − j]` for `j ≤ mem + i`, 0 past it. The map is its own
-/// transpose, so this is both the forward pass (into a fresh buffer) and its VJP (with the
-/// cotangent as `src`).
+/// `dst (+)= shift(src)` over rows of `k` values, `t` rows per `[T, K]` matrix (`k ≥ t`,
+/// `mem = k − t`): `dst[.., i, j] (+)= src[.., i, mem + i − j]` for `j ≤ mem + i`, `(+)= 0`
+/// past it. The map is its own transpose, so this is both the forward pass (into a fresh
+/// buffer) and its VJP (with the cotangent as `src`).
 pub fn rel_shift<T: GpuFloat>(
     src: &GpuBuffer<T>,
     t: usize,
