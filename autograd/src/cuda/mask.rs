@@ -34,8 +34,8 @@ fn uploaded<T: Float>(x: &Tensor<T>, xb: &GpuBuffer<T>, mask: &Mask) -> Arc<Inde
 }
 
 /// `value` where `mask` (read through `strides` over `out`) is true, `x` elsewhere; also the
-/// mask as uploaded (true = filled, as `i32`; shared with later calls with the same mask while it stays cached), for
-/// the backward pass.
+/// mask as uploaded (true = filled, as `i32`), for the backward pass. That buffer is shared
+/// with later calls with the same mask while it stays cached.
 pub(crate) fn masked_fill<T: Float>(
     x: &Tensor<T>,
     mask: &Mask,
