@@ -8,6 +8,7 @@ pub mod cross_entropy;
 pub(crate) mod embedding;
 pub mod layer_norm;
 pub(crate) mod linear;
+pub(crate) mod lstm_gates;
 pub(crate) mod mask;
 pub(crate) mod matmul;
 pub(crate) mod reduce;

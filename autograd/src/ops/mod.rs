@@ -10,6 +10,7 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod layer_norm;
 pub mod linear;
+pub mod lstm_gates;
 pub mod mask;
 pub mod matmul;
 pub mod reduce;

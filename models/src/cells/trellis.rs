@@ -123,15 +123,6 @@ impl<T: Float> ImplicitCell<T> for TrellisStep<T> {
         } else {
             c_hist
         };
-        let gate = |i: usize| pre.narrow(2, i * h, h);
-        let (ig, fg, og, gg) = (
-            gate(0).sigmoid(),
-            gate(1).sigmoid(),
-            gate(2).sigmoid(),
-            gate(3).tanh(),
-        );
-        let c_new = fg.mul(&c_prev).add(&ig.mul(&gg));
-        let h_new = og.mul(&c_new.tanh());
-        Var::concat(&[&h_new, &c_new], 2)
+        pre.lstm_gates(&c_prev)
     }
 }
