@@ -234,6 +234,8 @@ struct Recipe {
     eval_iters: usize,
     /// Weight of the Jacobian penalty (0: off), at the default frequency 0.35.
     jac_weight: f64,
+    /// How training steps differentiate through the equilibrium.
+    train_mode: BackwardMode,
 }
 
 impl Recipe {
@@ -267,6 +269,7 @@ impl Recipe {
                 ..JacobianReg::default()
             },
         };
+        cfg.train_deq.mode = self.train_mode;
         cfg.set_lr(self.lr);
         cfg.set_steps(self.steps);
         cfg
@@ -384,6 +387,7 @@ impl TrainConfig {
                 train_back_iters: None,
                 eval_iters: 12,
                 jac_weight: 0.0,
+                train_mode: BackwardMode::Implicit,
             },
             "ptb-small" => Recipe {
                 model: Transformer {
@@ -404,6 +408,7 @@ impl TrainConfig {
                 train_back_iters: None,
                 eval_iters: 20,
                 jac_weight: 0.0,
+                train_mode: BackwardMode::Implicit,
             },
             "ptb-1h" => Recipe {
                 model: Transformer {
@@ -428,6 +433,7 @@ impl TrainConfig {
                 // Keeps the solves near their equilibria (valid residual ≈ 8e-4 where it was 3e-2
                 // without) and trains to a better perplexity in the same hour (README).
                 jac_weight: 0.3,
+                train_mode: BackwardMode::Implicit,
             },
             "trellis-tiny" => Recipe {
                 model: Trellis {
@@ -436,17 +442,24 @@ impl TrainConfig {
                     dropout: 0.0,
                 }
                 .model(),
-                batch: 16,
                 // Segments short enough for the solve to span them: a kernel-2 trellis
-                // carries information one position per iteration.
-                seq_len: 16,
-                steps: 4800,
-                lr: 2e-3,
+                // carries information one position per iteration, so a segment of L tokens
+                // needs at least L iterations and its cost per token grows with L. Eight
+                // tokens (the last state carries the rest) in batches of 64 keep the products
+                // large enough to run near the machine's speed.
+                batch: 64,
+                seq_len: 8,
+                steps: 2400,
+                lr: 1e-2,
                 pretrain_steps: 200,
-                train_iters: 16,
+                train_iters: 8,
                 train_back_iters: None,
-                eval_iters: 24,
+                eval_iters: 14,
                 jac_weight: 0.0,
+                // Jacobian-free backpropagation (torchdeq's 1-step phantom gradient): at this
+                // wall budget it trained to a lower perplexity than the implicit backward,
+                // per step and per second (README).
+                train_mode: BackwardMode::Phantom { k: 1, tau: 1.0 },
             },
             "ptb-trellis" => Recipe {
                 model: Trellis {
@@ -464,6 +477,7 @@ impl TrainConfig {
                 train_back_iters: None,
                 eval_iters: 20,
                 jac_weight: 0.0,
+                train_mode: BackwardMode::Implicit,
             },
             other => {
                 return Err(format!(
