@@ -66,15 +66,19 @@ impl TrellisNetCell {
         }
     }
 
-    /// The cell's parameters for [`TrellisStep`]: `[W, b]` (the kernel normalised once per
-    /// forward pass under weight normalisation, not once per solver iteration). `rng` draws
-    /// the weight-drop mask (`None`: evaluation, the kernel as it is).
+    /// The cell's parameters for [`TrellisStep`]: `[Wᵀ, b]`, the kernel `[2, H, 4H]` (tap 0
+    /// for `h_{t-1}`, tap 1 for `h_t`) as the `[4H, 2H]` weight of one linear map of
+    /// `[h_{t-1}, h_t]`. Normalised, dropped and laid out once per forward pass, not once per
+    /// solver iteration. `rng` draws the weight-drop mask (`None`: evaluation, the kernel as it
+    /// is).
     pub fn prepare<T: Float>(&self, p: &[Var<T>], rng: Option<&mut Rng>) -> Vec<Var<T>> {
         let mut w = self.w.weight(p);
         if let Some(r) = rng.filter(|_| self.cfg.weight_drop > 0.0) {
             w = VariationalDropout::new(w.shape(), self.cfg.weight_drop, r).apply(&w);
         }
-        vec![w, p[self.b.0].clone()]
+        let h = self.cfg.hidden;
+        let w_t = w.reshape(&[2 * h, 4 * h]).transpose(0, 1);
+        vec![w_t, p[self.b.0].clone()]
     }
 
     /// A context for one forward pass: history `[B, 1, 2H]` (zeros when `None`) and a dropout
@@ -113,10 +117,16 @@ impl<T: Float> ImplicitCell<T> for TrellisStep<T> {
         let (t, h) = (z.dim(1), self.hidden);
         let (hs, cs) = (z.narrow(2, 0, h), z.narrow(2, h, h));
         let (h_hist, c_hist) = (self.history.narrow(2, 0, h), self.history.narrow(2, h, h));
-        let h_ext = Var::concat(&[&h_hist, &self.drop.apply(&hs)], 1);
-        let pre = h_ext
-            .causal_conv1d(&p[0], Some(&p[1]), 1)
-            .narrow(1, 1, t)
+        // The kernel-2 causal convolution as one product over all positions (the threads
+        // share it): `pre_t = [h_{t-1}, h_t]·Wᵀ + b + u_t`.
+        let hs = self.drop.apply(&hs);
+        let h_prev = if t > 1 {
+            Var::concat(&[&h_hist, &hs.narrow(1, 0, t - 1)], 1)
+        } else {
+            h_hist
+        };
+        let pre = Var::concat(&[&h_prev, &hs], 2)
+            .linear(&p[0], Some(&p[1]))
             .add(u);
         let c_prev = if t > 1 {
             Var::concat(&[&c_hist, &cs.narrow(1, 0, t - 1)], 1)
