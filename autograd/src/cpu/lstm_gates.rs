@@ -30,7 +30,7 @@ pub(crate) fn forward<T: Float>(
     c_prev: &[T],
     h: usize,
     out: &mut [T],
-    keep: Option<(&mut [T], &mut [T])>,
+    mut keep: Option<(&mut [T], &mut [T])>,
 ) {
     let rows = c_prev.len().checked_div(h).unwrap_or(0);
     if split_rows(rows, out.len()) {
@@ -49,40 +49,50 @@ pub(crate) fn forward<T: Float>(
         rayon::join(|| forward(p0, c0, h, o0, k0), || forward(p1, c1, h, o1, k1));
         return;
     }
-    // Without a recording, the gates and `tanh c` of one row go to a scratch buffer.
-    let mut scratch = match keep {
-        Some(_) => Vec::new(),
-        None => crate::pool::take(5 * h),
-    };
-    let (gates, tanh_c) = match keep {
-        Some((g, t)) => (g, t),
-        None => scratch.split_at_mut(4 * h),
-    };
-    let kept = gates.len() == rows * 4 * h;
     for r in 0..rows {
-        let (g, t) = if kept {
-            (
-                &mut gates[r * 4 * h..(r + 1) * 4 * h],
-                &mut tanh_c[r * h..(r + 1) * h],
-            )
-        } else {
-            (&mut gates[..], &mut tanh_c[..])
-        };
-        forward_row(
+        let (pre, c_prev) = (
             &pre[r * 4 * h..(r + 1) * 4 * h],
             &c_prev[r * h..(r + 1) * h],
-            &mut out[r * 2 * h..(r + 1) * 2 * h],
-            g,
-            t,
         );
+        let out = &mut out[r * 2 * h..(r + 1) * 2 * h];
+        match keep.as_mut() {
+            Some((g, t)) => forward_row_kept(
+                pre,
+                c_prev,
+                out,
+                &mut g[r * 4 * h..(r + 1) * 4 * h],
+                &mut t[r * h..(r + 1) * h],
+            ),
+            None => forward_row(pre, c_prev, out),
+        }
     }
-    crate::pool::give(scratch);
 }
 
-/// One row in four passes that each vectorise (the row sits in L1): the activated gates
-/// into `gates`, `c`, `tanh c` into `tanh_c`, then `h`.
+/// One row without a recording, in three passes that each vectorise and keep nothing: `h`'s
+/// half first holds `i·g`, then `c = f·c₋ + i·g`, then `h = o·tanh c`.
 #[inline(always)]
-fn forward_row<T: Float>(
+fn forward_row<T: Float>(pre: &[T], c_prev: &[T], out: &mut [T]) {
+    let h = c_prev.len();
+    let (pi, rest) = pre.split_at(h);
+    let (pf, rest) = rest.split_at(h);
+    let (po, pg) = rest.split_at(h);
+    let (oh, oc) = out.split_at_mut(h);
+    oh.iter_mut()
+        .zip(pi.iter().zip(pg))
+        .for_each(|(d, (&i, &g))| *d = float::sigmoid(i) * g.tanh_fast());
+    oc.iter_mut()
+        .zip(pf.iter().zip(c_prev))
+        .zip(&*oh)
+        .for_each(|((d, (&f, &cp)), &ig)| *d = float::sigmoid(f) * cp + ig);
+    oh.iter_mut()
+        .zip(po.iter().zip(&*oc))
+        .for_each(|(d, (&o, &c))| *d = float::sigmoid(o) * c.tanh_fast());
+}
+
+/// One row with a recording, in passes that each vectorise (the row sits in L1): the
+/// activated gates into `gates`, `c`, `tanh c` into `tanh_c`, then `h`.
+#[inline(always)]
+fn forward_row_kept<T: Float>(
     pre: &[T],
     c_prev: &[T],
     out: &mut [T],
@@ -219,36 +229,44 @@ fn backward_rows<T: Float, const P: u8, const C: u8>(
 ) {
     let rows = kept.c_prev.len().checked_div(h).unwrap_or(0);
     let one = T::ONE;
-    let mut ct = crate::pool::take(h);
+    // `ċ` for one block of a row's columns, on the stack.
+    const BLOCK: usize = 64;
+    let mut ct_block = [T::ZERO; BLOCK];
     for r in 0..rows {
-        let kg = &kept.gates[r * 4 * h..(r + 1) * 4 * h];
-        let (i, rest) = kg.split_at(h);
-        let (f, rest) = rest.split_at(h);
-        let (o, gg) = rest.split_at(h);
-        let t = &kept.tanh_c[r * h..(r + 1) * h];
-        let cp = &kept.c_prev[r * h..(r + 1) * h];
-        let (gh, gc) = g[r * 2 * h..(r + 1) * 2 * h].split_at(h);
-        // ċ = ḡ_c + ḡ_h·o·(1 − tanh²c)
-        ct.iter_mut()
-            .zip(gc.iter().zip(gh))
-            .zip(o.iter().zip(t))
-            .for_each(|((d, (&gc, &gh)), (&o, &t))| *d = gc + gh * o * (one - t * t));
-        if P > 0 {
-            let dp = &mut dpre[r * 4 * h..(r + 1) * 4 * h];
-            let (dpi, rest) = dp.split_at_mut(h);
-            let (dpf, rest) = rest.split_at_mut(h);
-            let (dpo, dpg) = rest.split_at_mut(h);
-            pass3::<T, P>(dpi, &ct, gg, i, |c, g, i| c * g * i * (one - i));
-            pass3::<T, P>(dpg, &ct, gg, i, |c, g, i| c * i * (one - g * g));
-            pass3::<T, P>(dpf, &ct, cp, f, |c, cp, f| c * cp * f * (one - f));
-            pass3::<T, P>(dpo, gh, t, o, |gh, t, o| gh * t * o * (one - o));
-        }
-        if C > 0 {
-            let dc = &mut dc_prev[r * h..(r + 1) * h];
-            dc.iter_mut()
-                .zip(ct.iter().zip(f))
-                .for_each(|(d, (&c, &f))| put::<T, C>(d, c * f));
+        for j0 in (0..h).step_by(BLOCK) {
+            let w = BLOCK.min(h - j0);
+            let col = |base: usize| base + j0..base + j0 + w;
+            let ct = &mut ct_block[..w];
+            let kg = &kept.gates[r * 4 * h..(r + 1) * 4 * h];
+            let (i, f, o, gg) = (&kg[col(0)], &kg[col(h)], &kg[col(2 * h)], &kg[col(3 * h)]);
+            let t = &kept.tanh_c[r * h..(r + 1) * h][col(0)];
+            let cp = &kept.c_prev[r * h..(r + 1) * h][col(0)];
+            let gr = &g[r * 2 * h..(r + 1) * 2 * h];
+            let (gh, gc) = (&gr[col(0)], &gr[col(h)]);
+            // ċ = ḡ_c + ḡ_h·o·(1 − tanh²c)
+            ct.iter_mut()
+                .zip(gc.iter().zip(gh))
+                .zip(o.iter().zip(t))
+                .for_each(|((d, (&gc, &gh)), (&o, &t))| *d = gc + gh * o * (one - t * t));
+            if P > 0 {
+                let dp = &mut dpre[r * 4 * h..(r + 1) * 4 * h];
+                pass3::<T, P>(&mut dp[col(0)], ct, gg, i, |c, g, i| c * g * i * (one - i));
+                pass3::<T, P>(&mut dp[col(3 * h)], ct, gg, i, |c, g, i| {
+                    c * i * (one - g * g)
+                });
+                pass3::<T, P>(&mut dp[col(h)], ct, cp, f, |c, cp, f| {
+                    c * cp * f * (one - f)
+                });
+                pass3::<T, P>(&mut dp[col(2 * h)], gh, t, o, |gh, t, o| {
+                    gh * t * o * (one - o)
+                });
+            }
+            if C > 0 {
+                let dc = &mut dc_prev[r * h..(r + 1) * h][col(0)];
+                dc.iter_mut()
+                    .zip(ct.iter().zip(f))
+                    .for_each(|(d, (&c, &f))| put::<T, C>(d, c * f));
+            }
         }
     }
-    crate::pool::give(ct);
 }
