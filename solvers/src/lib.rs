@@ -105,6 +105,7 @@
 
 #![warn(missing_docs)]
 
+mod active_rows;
 mod anderson;
 mod bordered;
 mod broyden;
@@ -121,11 +122,12 @@ pub mod implicit;
 pub mod solve;
 pub mod stats;
 
+pub use active_rows::{gather_rows, solve_rows};
 pub use broyden::RESTART_GROWTH;
 pub use config::{ConfigError, SolverConfig, SolverKind, StopMode};
 pub use implicit::{
     check_cell, deq, BackwardMode, CellCheckOptions, CellCheckReport, DeqConfig, DeqOutput,
-    DeqStats, ImplicitCell,
+    DeqStats, ImplicitCell, RowWise,
 };
 pub use solve::{solve, solve_from};
 pub use stats::SolveStats;

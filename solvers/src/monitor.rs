@@ -114,6 +114,7 @@ impl Tracker {
         let mut stats = SolveStats {
             iterations,
             f_evals,
+            f_rows: b * f_evals,
             sample_iterations: Vec::with_capacity(b),
             abs_trace: Vec::with_capacity(b),
             rel_trace: Vec::with_capacity(b),

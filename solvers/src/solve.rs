@@ -63,7 +63,7 @@ pub fn solve<T: Float>(
 /// solve (the implicit layer's adjoint solve starts from zeros this way).
 pub fn solve_from<T: Float>(
     cfg: &SolverConfig,
-    f: impl FnMut(&Tensor<T>) -> Tensor<T>,
+    mut f: impl FnMut(&Tensor<T>) -> Tensor<T>,
     z0: Tensor<T>,
 ) -> (Tensor<T>, SolveStats) {
     if let Err(e) = cfg.validate() {
@@ -78,17 +78,46 @@ pub fn solve_from<T: Float>(
     if z0.gpu().is_some() {
         return crate::gpu::solve(cfg, f, &z0, b, n);
     }
+    let whole_batch = |z: &Tensor<T>, _: &[bool], previous: Option<Tensor<T>>| {
+        // Release f's previous output before the next call: one live output at a time.
+        drop(previous);
+        (checked(&mut f, z), b)
+    };
+    solve_on_cpu(cfg, whole_batch, z0, b, n)
+}
+
+/// Runs the method of `cfg` on the host with `eval` as the evaluation of `f`.
+pub(crate) fn solve_on_cpu<T: Float>(
+    cfg: &SolverConfig,
+    eval: impl Evaluate<T>,
+    z0: Tensor<T>,
+    b: usize,
+    n: usize,
+) -> (Tensor<T>, SolveStats) {
     match cfg.kind {
-        SolverKind::Naive { tau } => drive(cfg, f, z0, b, n, Naive::new(n, tau)),
+        SolverKind::Naive { tau } => drive(cfg, eval, z0, b, n, Naive::new(n, tau)),
         SolverKind::Anderson { m, lam, beta } => {
             let stepper = Anderson::new(b, n, m, lam, beta, cfg.max_iter);
-            drive(cfg, f, z0, b, n, stepper)
+            drive(cfg, eval, z0, b, n, stepper)
         }
         SolverKind::Broyden { memory } => {
             let stepper = Broyden::new(b, n, memory, cfg.max_iter);
-            drive(cfg, f, z0, b, n, stepper)
+            drive(cfg, eval, z0, b, n, stepper)
         }
     }
+}
+
+/// One evaluation of `f` inside the driver: `(z, active, previous output)` to `(f(z), rows
+/// evaluated)`. The result must hold `f(z)` for every active sample; what it holds for a
+/// frozen one is never read (neither the monitor nor the steppers look at frozen samples).
+pub(crate) trait Evaluate<T: Float>:
+    FnMut(&Tensor<T>, &[bool], Option<Tensor<T>>) -> (Tensor<T>, usize)
+{
+}
+
+impl<T: Float, F> Evaluate<T> for F where
+    F: FnMut(&Tensor<T>, &[bool], Option<Tensor<T>>) -> (Tensor<T>, usize)
+{
 }
 
 /// A batch without values: nothing to solve, every sample has converged.
@@ -110,7 +139,7 @@ fn empty<T: Float>(cfg: &SolverConfig, b: usize, z0: &Tensor<T>) -> (Tensor<T>, 
 /// The loop shared by every method: evaluate, observe (record, freeze), step.
 fn drive<T: Float, S: Stepper<T>>(
     cfg: &SolverConfig,
-    mut f: impl FnMut(&Tensor<T>) -> Tensor<T>,
+    mut eval: impl Evaluate<T>,
     mut z: Tensor<T>,
     b: usize,
     n: usize,
@@ -127,27 +156,31 @@ fn drive<T: Float, S: Stepper<T>>(
     let extra = S::EXTRA_EVALS;
     let max_evals = cfg.max_iter + extra;
     let mut evals = 1;
-    let mut fz = eval(&mut f, &z);
+    let (mut fz, mut rows) = eval(&z, monitor.active(), None);
     loop {
         monitor.observe(z.data_mut(), fz.data(), evals - extra);
         if evals == max_evals || !monitor.any_active() {
             break;
         }
         stepper.step(z.data_mut(), fz.data(), monitor.active());
-        // Release f's previous output before the next call: one live output at a time.
-        drop(fz);
-        fz = eval(&mut f, &z);
+        let (next, r) = eval(&z, monitor.active(), Some(fz));
+        fz = next;
+        rows += r;
         evals += 1;
     }
     drop(fz);
     let (best, mut stats) = monitor.finish(evals - extra, evals);
+    stats.f_rows = rows;
     stepper.report(&mut stats);
     drop(z);
     (Tensor::from_vec(best, &shape), stats)
 }
 
 /// One call of `f`, checking the shape it returns.
-fn eval<T: Float>(f: &mut impl FnMut(&Tensor<T>) -> Tensor<T>, z: &Tensor<T>) -> Tensor<T> {
+pub(crate) fn checked<T: Float>(
+    f: &mut impl FnMut(&Tensor<T>) -> Tensor<T>,
+    z: &Tensor<T>,
+) -> Tensor<T> {
     let fz = f(z);
     assert_eq!(
         fz.shape(),

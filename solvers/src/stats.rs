@@ -12,8 +12,12 @@
 pub struct SolveStats {
     /// Batch iterations run.
     pub iterations: usize,
-    /// Calls of `f` (each on the whole batch).
+    /// Calls of `f` (each on the whole batch, or with [`solve_rows`](crate::solve_rows) on
+    /// the samples still active).
     pub f_evals: usize,
+    /// Sample rows passed to `f` over the solve: `B × f_evals`, less the frozen samples that
+    /// [`solve_rows`](crate::solve_rows) left out.
+    pub f_rows: usize,
     /// Per sample: the batch iteration at which it converged or was frozen by the protective
     /// stop, else `iterations`.
     pub sample_iterations: Vec<usize>,

@@ -13,6 +13,7 @@
 //! attached to the caller's tape as a custom op, so memory never depends on the iteration count.
 
 use super::config::{BackwardMode, DeqConfig};
+use crate::active_rows::{gather_rows, solve_rows};
 use crate::solve::{solve, solve_from};
 use crate::stats::SolveStats;
 use deq_autograd::{custom_op, kernels, no_grad, Device, Float, Tape, Tensor, Var};
@@ -26,6 +27,31 @@ use std::rc::Rc;
 pub trait ImplicitCell<T: Float> {
     /// One application of the cell.
     fn apply(&self, z: &Var<T>, x: &Var<T>, params: &[Var<T>]) -> Var<T>;
+
+    /// Whether the cell may be applied to a sub-batch: rows `R` of `z` with rows `R` of `x`
+    /// (`x`'s first axis is the batch) give rows `R` of the full application, and no
+    /// parameter holds per-sample values. Then the forward solve evaluates only the samples
+    /// still active ([`crate::solve_rows`]). `false` unless the cell says so: wrap it in
+    /// [`RowWise`].
+    fn rows_independent(&self) -> bool {
+        false
+    }
+}
+
+/// A cell whose batch rows are independent (see [`ImplicitCell::rows_independent`]): the
+/// forward solve of [`deq`] applies it to the active samples only, so samples that have
+/// converged cost nothing. Wrapping a cell that mixes samples, or whose parameters hold
+/// per-sample values, gives wrong results.
+pub struct RowWise<C>(pub C);
+
+impl<T: Float, C: ImplicitCell<T>> ImplicitCell<T> for RowWise<C> {
+    fn apply(&self, z: &Var<T>, x: &Var<T>, params: &[Var<T>]) -> Var<T> {
+        self.0.apply(z, x, params)
+    }
+
+    fn rows_independent(&self) -> bool {
+        true
+    }
 }
 
 impl<T: Float, F> ImplicitCell<T> for F
@@ -137,10 +163,33 @@ fn forward_solve<T: Float>(
     z0: &Tensor<T>,
     cfg: &DeqConfig,
 ) -> (Tensor<T>, SolveStats) {
+    let batch = if z0.ndim() == 0 { 1 } else { z0.dim(0) };
+    let compact = f.rows_independent() && x.ndim() > 0 && x.dim(0) == batch && batch > 1;
     no_grad(|| {
-        solve(
+        if !compact {
+            return solve(
+                &cfg.forward,
+                |z: &Tensor<T>| f.apply(&Var::constant(z.clone()), x, params).into_value(),
+                z0,
+            );
+        }
+        // The injection's rows for the current set of active samples, gathered once per
+        // change of that set (it only shrinks).
+        let mut x_part: Option<(Vec<usize>, Var<T>)> = None;
+        solve_rows(
             &cfg.forward,
-            |z: &Tensor<T>| f.apply(&Var::constant(z.clone()), x, params).into_value(),
+            |z: &Tensor<T>, rows: &[usize]| {
+                let z = Var::constant(z.clone());
+                if rows.len() == batch {
+                    return f.apply(&z, x, params).into_value();
+                }
+                if x_part.as_ref().is_none_or(|(r, _)| r != rows) {
+                    let part = Var::constant(gather_rows(x.value(), rows));
+                    x_part = Some((rows.to_vec(), part));
+                }
+                let (_, xp) = x_part.as_ref().expect("gathered just above");
+                f.apply(&z, xp, params).into_value()
+            },
             z0,
         )
     })

@@ -12,4 +12,4 @@ pub use check::{check_cell, CellCheckOptions, CellCheckReport, CheckKind, CheckR
 pub use config::{BackwardMode, DeqConfig};
 pub use dropout::VariationalDropout;
 pub use jacobian::{jacobian_penalty, spectral_radius};
-pub use layer::{deq, DeqOutput, DeqStats, ImplicitCell};
+pub use layer::{deq, DeqOutput, DeqStats, ImplicitCell, RowWise};
