@@ -20,8 +20,8 @@ use deq_autograd::{pool, Float, Tensor};
 /// copy). The statistics are those of [`solve`](crate::solve()), with
 /// [`SolveStats::f_rows`] counting the rows actually evaluated.
 ///
-/// The result equals [`solve`]'s exactly when each sample's `f` depends on that sample alone
-/// (and `f` is deterministic); the caller vouches for that. On a CUDA device every call gets
+/// The result equals [`solve`](crate::solve())'s exactly when each sample's `f` depends on
+/// that sample alone (and `f` is deterministic); the caller vouches for that. On a CUDA device every call gets
 /// the whole batch (the device solver does not compact yet).
 ///
 /// # Panics
