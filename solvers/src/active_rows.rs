@@ -20,9 +20,13 @@ use deq_autograd::{pool, Float, Tensor};
 /// copy). The statistics are those of [`solve`](crate::solve()), with
 /// [`SolveStats::f_rows`] counting the rows actually evaluated.
 ///
-/// The result equals [`solve`](crate::solve())'s exactly when each sample's `f` depends on
-/// that sample alone (and `f` is deterministic); the caller vouches for that. On a CUDA device every call gets
-/// the whole batch (the device solver does not compact yet).
+/// The result equals [`solve`](crate::solve())'s when each sample's `f` depends on that
+/// sample alone (the caller vouches for that), bit for bit when a row's value does not
+/// depend on how many rows are in the call; a product kernel may round a row differently in
+/// a smaller batch, and then the two agree to rounding. While some samples are frozen, `f`'s
+/// previous whole-batch output stays alive during the call (it receives the new rows), so
+/// the peak holds `B + a` output rows where [`solve`](crate::solve()) holds `B`. On a CUDA
+/// device every call gets the whole batch (the device solver does not compact yet).
 ///
 /// # Panics
 /// As [`solve`](crate::solve()): an invalid `cfg`, or an `f` that returns another shape.
@@ -92,13 +96,22 @@ pub fn solve_rows<T: Float>(
 }
 
 /// The rows `rows` of `t` (first axis), stacked in that order into a pooled tensor.
+///
+/// # Panics
+/// If `t` is rank 0 or on a CUDA device, or a row index is out of range.
 pub fn gather_rows<T: Float>(t: &Tensor<T>, rows: &[usize]) -> Tensor<T> {
     let b = t.dim(0);
     let n = t.numel() / b.max(1);
     let src = t.data();
+    assert!(
+        rows.iter().all(|&r| r < b),
+        "gather_rows: a row index of {rows:?} is out of range for {b} rows"
+    );
     let mut data = pool::take::<T>(rows.len() * n);
-    for (dst, &r) in data.chunks_exact_mut(n).zip(rows) {
-        dst.copy_from_slice(&src[r * n..(r + 1) * n]);
+    if n > 0 {
+        for (dst, &r) in data.chunks_exact_mut(n).zip(rows) {
+            dst.copy_from_slice(&src[r * n..(r + 1) * n]);
+        }
     }
     let mut shape = t.shape().to_vec();
     shape[0] = rows.len();
@@ -108,6 +121,9 @@ pub fn gather_rows<T: Float>(t: &Tensor<T>, rows: &[usize]) -> Tensor<T> {
 /// Writes the stacked rows `part` back to rows `rows` of `dst`.
 fn scatter_rows<T: Float>(part: &[T], rows: &[usize], dst: &mut [T]) {
     let n = part.len() / rows.len().max(1);
+    if n == 0 {
+        return;
+    }
     for (src, &r) in part.chunks_exact(n).zip(rows) {
         dst[r * n..(r + 1) * n].copy_from_slice(src);
     }

@@ -202,3 +202,15 @@ fn a_row_wise_cell_gives_the_same_equilibrium_and_gradients() {
         );
     }
 }
+
+/// `gather_rows` stacks the chosen rows in order, also for rows of no values.
+#[test]
+fn gather_rows_stacks_the_chosen_rows() {
+    let t = Tensor::<f64>::from_fn(&[4, 2, 3], |i| i as f64);
+    let g = deq_solvers::gather_rows(&t, &[3, 1]);
+    assert_eq!(g.shape(), &[2, 2, 3]);
+    assert_eq!(&g.data()[..6], &t.data()[18..24]);
+    assert_eq!(&g.data()[6..], &t.data()[6..12]);
+    let empty = deq_solvers::gather_rows(&Tensor::<f64>::zeros(&[3, 0]), &[0, 2]);
+    assert_eq!(empty.shape(), &[2, 0]);
+}

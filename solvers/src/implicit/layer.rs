@@ -29,9 +29,11 @@ pub trait ImplicitCell<T: Float> {
     fn apply(&self, z: &Var<T>, x: &Var<T>, params: &[Var<T>]) -> Var<T>;
 
     /// Whether the cell may be applied to a sub-batch: rows `R` of `z` with rows `R` of `x`
-    /// (`x`'s first axis is the batch) give rows `R` of the full application, and no
-    /// parameter holds per-sample values. Then the forward solve evaluates only the samples
-    /// still active ([`crate::solve_rows`]). `false` unless the cell says so: wrap it in
+    /// (`x`'s first axis is the batch) give rows `R` of the full application, and neither a
+    /// parameter nor the cell itself holds per-sample values (a memory, a `[B, 1, d]`
+    /// dropout mask). Then the forward solve evaluates only the samples still active
+    /// ([`crate::solve_rows`]); an `x` without the batch as its first axis (broadcast,
+    /// `[1, d]`) keeps the whole-batch solve. `false` unless the cell says so: wrap it in
     /// [`RowWise`].
     fn rows_independent(&self) -> bool {
         false
@@ -40,8 +42,8 @@ pub trait ImplicitCell<T: Float> {
 
 /// A cell whose batch rows are independent (see [`ImplicitCell::rows_independent`]): the
 /// forward solve of [`deq`] applies it to the active samples only, so samples that have
-/// converged cost nothing. Wrapping a cell that mixes samples, or whose parameters hold
-/// per-sample values, gives wrong results.
+/// converged cost nothing. Wrapping a cell that mixes samples, or that holds per-sample
+/// values (in its parameters or in itself), gives wrong results.
 pub struct RowWise<C>(pub C);
 
 impl<T: Float, C: ImplicitCell<T>> ImplicitCell<T> for RowWise<C> {
@@ -164,7 +166,8 @@ fn forward_solve<T: Float>(
     cfg: &DeqConfig,
 ) -> (Tensor<T>, SolveStats) {
     let batch = if z0.ndim() == 0 { 1 } else { z0.dim(0) };
-    let compact = f.rows_independent() && x.ndim() > 0 && x.dim(0) == batch && batch > 1;
+    let compact =
+        f.rows_independent() && x.ndim() > 0 && x.dim(0) == batch && batch > 1 && x.numel() > 0;
     no_grad(|| {
         if !compact {
             return solve(
