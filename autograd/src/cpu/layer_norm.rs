@@ -69,23 +69,32 @@ fn dx_row<T: Float>(
 ) {
     let (s_g, s_gx) = sums(g, gamma, x, mu);
     let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
-    // The γ and accumulate choices are made here, outside the loop, so each loop vectorises.
-    let each = |out: &mut [T], put: fn(&mut T, T)| match gamma {
-        Some(gm) => out.iter_mut().enumerate().for_each(|(i, o)| {
-            put(
-                o,
-                rstd * (g[i] * gm[i] - mean_g - (x[i] - mu) * rstd * mean_gx),
-            )
-        }),
-        None => out
+    // ∂x_i = r·(ĝ_i − mean(ĝ)) − r²·mean(ĝ ⊙ (x − μ))·(x_i − μ). The γ and accumulate
+    // choices are made here, outside the loops, and each loop zips its slices (no indexing),
+    // so each one vectorises.
+    let (a, b) = (rstd * mean_gx * rstd, rstd * mean_g);
+    let term = move |gh: T, xv: T| rstd * gh - b - a * (xv - mu);
+    match (gamma, acc) {
+        (Some(gm), false) => out
             .iter_mut()
-            .enumerate()
-            .for_each(|(i, o)| put(o, rstd * (g[i] - mean_g - (x[i] - mu) * rstd * mean_gx))),
-    };
-    if acc {
-        each(out, |o, v| *o += v);
-    } else {
-        each(out, |o, v| *o = v);
+            .zip(g.iter().zip(gm))
+            .zip(x)
+            .for_each(|((o, (&gv, &w)), &xv)| *o = term(gv * w, xv)),
+        (Some(gm), true) => out
+            .iter_mut()
+            .zip(g.iter().zip(gm))
+            .zip(x)
+            .for_each(|((o, (&gv, &w)), &xv)| *o += term(gv * w, xv)),
+        (None, false) => out
+            .iter_mut()
+            .zip(g)
+            .zip(x)
+            .for_each(|((o, &gv), &xv)| *o = term(gv, xv)),
+        (None, true) => out
+            .iter_mut()
+            .zip(g)
+            .zip(x)
+            .for_each(|((o, &gv), &xv)| *o += term(gv, xv)),
     }
 }
 
@@ -104,41 +113,32 @@ pub fn backward_x_in_place<T: Float>(
         let xr = &x[r * d..(r + 1) * d];
         let (s_g, s_gx) = sums(gr, gamma, xr, mu);
         let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
-        for (i, gv) in gr.iter_mut().enumerate() {
-            let gh = match gamma {
-                Some(gm) => *gv * gm[i],
-                None => *gv,
-            };
-            *gv = rstd * (gh - mean_g - (xr[i] - mu) * rstd * mean_gx);
+        let (a, b) = (rstd * mean_gx * rstd, rstd * mean_g);
+        let term = move |gh: T, xv: T| rstd * gh - b - a * (xv - mu);
+        match gamma {
+            Some(gm) => gr
+                .iter_mut()
+                .zip(gm)
+                .zip(xr)
+                .for_each(|((gv, &w), &xv)| *gv = term(*gv * w, xv)),
+            None => gr
+                .iter_mut()
+                .zip(xr)
+                .for_each(|(gv, &xv)| *gv = term(*gv, xv)),
         }
     });
 }
 
-/// `(Σ ĝ, Σ ĝ·(x − μ))` with `ĝ = g ⊙ γ`, with lane accumulators.
+/// `(Σ ĝ, Σ ĝ·(x − μ))` with `ĝ = g ⊙ γ`: two single-accumulator reductions of
+/// [`super::rows`] over the row (in L1 by then). One loop carrying both sums in lane
+/// arrays compiled to scalar code (the compiler's SLP pass did not pack two arrays), which
+/// made this VJP 2× slower.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // `ĝ(i)` reads two or three slices by one index
 fn sums<T: Float>(g: &[T], gamma: Option<&[T]>, x: &[T], mu: T) -> (T, T) {
-    const L: usize = rows::LANES;
-    let (mut a, mut b) = ([T::ZERO; L], [T::ZERO; L]);
-    let full = g.len() - g.len() % L;
-    let gh = |i: usize| match gamma {
-        Some(w) => g[i] * w[i],
-        None => g[i],
-    };
-    for c in (0..full).step_by(L) {
-        for l in 0..L {
-            let v = gh(c + l);
-            a[l] += v;
-            b[l] += v * (x[c + l] - mu);
-        }
+    match gamma {
+        Some(w) => (rows::dot(g, w), rows::dot3_centered(g, w, x, mu)),
+        None => (rows::sum(g), rows::dot_centered(g, x, mu)),
     }
-    let (mut sa, mut sb) = (rows::sum(&a), rows::sum(&b));
-    for i in full..g.len() {
-        let v = gh(i);
-        sa += v;
-        sb += v * (x[i] - mu);
-    }
-    (sa, sb)
 }
 
 /// `dst (+)= Σ_rows g ⊙ x̂` (`∂γ`, when `beta` is false) or `Σ_rows g` (`∂β`): column sums,
@@ -399,6 +399,55 @@ mod tests {
                         Some(Dst { buf: &mut ob, acc }),
                     );
                     assert_eq!((og, ob), (fg.clone(), fb.clone()));
+                }
+            }
+        }
+    }
+
+    /// The f32 rows (the vector reductions of `reduce_f32`) against the same rows in f64.
+    #[test]
+    fn the_f32_backward_agrees_with_f64() {
+        for (rows, d) in [(5, 7), (300, 256), (3, 33)] {
+            let x: Vec<f64> = (0..rows * d)
+                .map(|i| ((i * 37 % 101) as f64) * 0.02 + 2.0)
+                .collect();
+            let g: Vec<f64> = (0..rows * d)
+                .map(|i| ((i * 13 % 97) as f64) * 0.01 - 0.5)
+                .collect();
+            let gamma: Vec<f64> = (0..d).map(|i| 0.5 + 0.01 * i as f64).collect();
+            let stats: Vec<(f64, f64)> = (0..rows)
+                .map(|r| {
+                    let row = &x[r * d..(r + 1) * d];
+                    let mu = row.iter().sum::<f64>() / d as f64;
+                    let var = row.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / d as f64;
+                    (mu, 1.0 / (var + 1e-5).sqrt())
+                })
+                .collect();
+            let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            let (x32, g32, gamma32) = (to32(&x), to32(&g), to32(&gamma));
+            let stats32: Vec<(f32, f32)> =
+                stats.iter().map(|&(m, r)| (m as f32, r as f32)).collect();
+            for with_gamma in [false, true] {
+                let (gm, gm32) = if with_gamma {
+                    (Some(&gamma[..]), Some(&gamma32[..]))
+                } else {
+                    (None, None)
+                };
+                let mut want = vec![0.0f64; rows * d];
+                backward_x(&x, &g, gm, &stats, d, &mut want, false);
+                let mut got = vec![0.0f32; rows * d];
+                backward_x(&x32, &g32, gm32, &stats32, d, &mut got, false);
+                let mut in_place = g32.clone();
+                backward_x_in_place(&x32, &mut in_place, gm32, &stats32, d);
+                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                for i in 0..rows * d {
+                    for (what, v) in [("backward_x", got[i]), ("in place", in_place[i])] {
+                        assert!(
+                            (v as f64 - want[i]).abs() <= 1e-4 * scale,
+                            "{what} rows {rows} d {d} gamma {with_gamma} [{i}]: {v} vs {}",
+                            want[i]
+                        );
+                    }
                 }
             }
         }

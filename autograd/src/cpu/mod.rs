@@ -12,6 +12,7 @@ pub(crate) mod lstm_gates;
 pub(crate) mod mask;
 pub(crate) mod matmul;
 pub(crate) mod reduce;
+pub(crate) mod reduce_f32;
 pub mod rows;
 pub(crate) mod shape_ops;
 pub mod softmax;

@@ -5,8 +5,12 @@
 //! additions), so it runs one element per add latency. These loops keep [`LANES`] independent
 //! accumulators over fixed-size chunks, which the compiler turns into SIMD registers (16 f32 =
 //! two AVX2 or one AVX-512 register), and combine them at the end. The result differs from the
-//! serial sum only by rounding order.
+//! serial sum only by rounding order. For f32 the plain reductions (`sum`, `dot` and the
+//! centred dots) run explicit AVX2 loops ([`super::reduce_f32`]): inlined into larger
+//! kernels, the lane arrays were not always packed into vector registers.
 
+use super::reduce_f32;
+use super::reduce_f32::as_f32 as f32_view;
 use crate::float::Float;
 
 /// Independent accumulators per reduction.
@@ -28,6 +32,9 @@ fn fold_lanes<T: Float>(acc: [T; LANES], op: impl Fn(T, T) -> T) -> T {
 /// `Σ x`.
 #[inline]
 pub fn sum<T: Float>(x: &[T]) -> T {
+    if let Some(s) = f32_view(x).and_then(reduce_f32::sum) {
+        return T::from_f64(s.into());
+    }
     let mut acc = [T::ZERO; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -44,6 +51,11 @@ pub fn sum<T: Float>(x: &[T]) -> T {
 #[inline]
 pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     debug_assert_eq!(a.len(), b.len());
+    if let (Some(af), Some(bf)) = (f32_view(a), f32_view(b)) {
+        if let Some(s) = reduce_f32::dot(af, bf) {
+            return T::from_f64(s.into());
+        }
+    }
     let mut acc = [T::ZERO; LANES];
     let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail = ca
@@ -54,6 +66,60 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
     for (x, y) in ca.zip(cb) {
         for l in 0..LANES {
             acc[l] += x[l] * y[l];
+        }
+    }
+    fold_lanes(acc, |a, b| a + b) + tail
+}
+
+/// `Σ a·(x − μ)`: a dot product with `x` centred, as layer norm's backward needs it
+/// (centring before the product keeps the accuracy when `|μ| ≫` the spread of `x`).
+#[inline]
+pub fn dot_centered<T: Float>(a: &[T], x: &[T], mu: T) -> T {
+    debug_assert_eq!(a.len(), x.len());
+    if let (Some(af), Some(xf)) = (f32_view(a), f32_view(x)) {
+        if let Some(s) = reduce_f32::dot_centered(af, xf, mu.to_f64() as f32) {
+            return T::from_f64(s.into());
+        }
+    }
+    let mut acc = [T::ZERO; LANES];
+    let (ca, cx) = (a.chunks_exact(LANES), x.chunks_exact(LANES));
+    let tail = ca
+        .remainder()
+        .iter()
+        .zip(cx.remainder())
+        .fold(T::ZERO, |s, (&p, &v)| s + p * (v - mu));
+    for (p, v) in ca.zip(cx) {
+        for l in 0..LANES {
+            acc[l] += p[l] * (v[l] - mu);
+        }
+    }
+    fold_lanes(acc, |a, b| a + b) + tail
+}
+
+/// `Σ a·w·(x − μ)`: [`dot_centered`] of `a ⊙ w`.
+#[inline]
+pub fn dot3_centered<T: Float>(a: &[T], w: &[T], x: &[T], mu: T) -> T {
+    debug_assert!(a.len() == x.len() && w.len() == x.len());
+    if let (Some(af), Some(wf), Some(xf)) = (f32_view(a), f32_view(w), f32_view(x)) {
+        if let Some(s) = reduce_f32::dot3_centered(af, wf, xf, mu.to_f64() as f32) {
+            return T::from_f64(s.into());
+        }
+    }
+    let mut acc = [T::ZERO; LANES];
+    let (ca, cw, cx) = (
+        a.chunks_exact(LANES),
+        w.chunks_exact(LANES),
+        x.chunks_exact(LANES),
+    );
+    let tail = ca
+        .remainder()
+        .iter()
+        .zip(cw.remainder())
+        .zip(cx.remainder())
+        .fold(T::ZERO, |s, ((&p, &q), &v)| s + p * q * (v - mu));
+    for ((p, q), v) in ca.zip(cw).zip(cx) {
+        for l in 0..LANES {
+            acc[l] += p[l] * q[l] * (v[l] - mu);
         }
     }
     fold_lanes(acc, |a, b| a + b) + tail
