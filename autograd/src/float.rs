@@ -171,11 +171,12 @@ impl_float!(
 impl_float!(f64, DType::F64);
 
 /// `a·b + c`: one fused multiply-add (one rounding) where the build targets FMA (the
-/// x86-64-v3 default of `.cargo/config.toml`, and AArch64), two operations elsewhere, so that a
-/// build for older CPUs never calls the software `fmaf`. The bulk kernels' polynomials use it:
-/// each degree is one instruction instead of two.
+/// x86-64-v3 default that `.cargo/config.toml` sets for Linux x86-64, and AArch64), two
+/// operations elsewhere, so that a build for older CPUs never calls the software `fmaf`.
+/// [`exp_f32`]'s reduction and polynomial use it: each degree is one instruction instead of
+/// two.
 #[inline(always)]
-pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+pub(crate) fn fma(a: f32, b: f32, c: f32) -> f32 {
     if cfg!(any(target_feature = "fma", target_arch = "aarch64")) {
         a.mul_add(b, c)
     } else {
@@ -187,7 +188,7 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
 ///
 /// `x = n·ln 2 + r` with `n = round(x·log₂e)` and `|r| ≤ ln2/2` (Cody–Waite: `ln 2` split in
 /// two parts, the first with 9 trailing zero bits so that `n·LN2_HI` is exact), `e^r` by its
-/// degree-7 Taylor polynomial (truncation below 1.1e-8 relative; Horner's rule in [`fma`]s),
+/// degree-7 Taylor polynomial (truncation below 1.1e-8 relative; Horner's rule in `fma`s),
 /// and `2^n` applied as two factors `2^⌊n/2⌋ · 2^(n−⌊n/2⌋)`, each a normal float: a result in the subnormal range is
 /// rounded once, and a result above `f32::MAX` overflows to `+inf` as `f32::exp` does. The
 /// input is clamped to `[-104, 89]` first (`e^-104 < 2^-150` rounds to 0 and `e^89` overflows),

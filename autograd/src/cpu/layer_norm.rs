@@ -69,7 +69,7 @@ fn dx_row<T: Float>(
 ) {
     let (s_g, s_gx) = sums(g, gamma, x, mu);
     let (mean_g, mean_gx) = (s_g * inv_d, s_gx * rstd * inv_d);
-    // ∂x_i = r·(ĝ_i − mean(ĝ)) − r²·mean(ĝ ⊙ (x − μ))·(x_i − μ). The γ and accumulate
+    // ∂x_i = r·(ĝ_i − mean(ĝ)) − r²·mean(ĝ ⊙ x̂)·(x_i − μ) (`mean_gx` is mean(ĝ ⊙ x̂)). The γ and accumulate
     // choices are made here, outside the loops, and each loop zips its slices (no indexing),
     // so each one vectorises.
     let (a, b) = (rstd * mean_gx * rstd, rstd * mean_g);
@@ -129,10 +129,10 @@ pub fn backward_x_in_place<T: Float>(
     });
 }
 
-/// `(Σ ĝ, Σ ĝ·(x − μ))` with `ĝ = g ⊙ γ`: two single-accumulator reductions of
-/// [`super::rows`] over the row (in L1 by then). One loop carrying both sums in lane
-/// arrays compiled to scalar code (the compiler's SLP pass did not pack two arrays), which
-/// made this VJP 2× slower.
+/// `(Σ ĝ, Σ ĝ·(x − μ))` with `ĝ = g ⊙ γ`: two separate reductions of [`super::rows`], one
+/// sum each, over the row (in L1 by then). One loop carrying both sums in lane arrays
+/// compiled to scalar code (the compiler's SLP pass did not pack two arrays), which made this
+/// VJP 2× slower.
 #[inline(always)]
 fn sums<T: Float>(g: &[T], gamma: Option<&[T]>, x: &[T], mu: T) -> (T, T) {
     match gamma {
@@ -439,9 +439,17 @@ mod tests {
                 backward_x(&x32, &g32, gm32, &stats32, d, &mut got, false);
                 let mut in_place = g32.clone();
                 backward_x_in_place(&x32, &mut in_place, gm32, &stats32, d);
+                // Accumulating onto 0.25 everywhere.
+                let mut added = vec![0.25f32; rows * d];
+                backward_x(&x32, &g32, gm32, &stats32, d, &mut added, true);
                 let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
                 for i in 0..rows * d {
-                    for (what, v) in [("backward_x", got[i]), ("in place", in_place[i])] {
+                    let sums = [
+                        ("backward_x", got[i]),
+                        ("in place", in_place[i]),
+                        ("accumulated", added[i] - 0.25),
+                    ];
+                    for (what, v) in sums {
                         assert!(
                             (v as f64 - want[i]).abs() <= 1e-4 * scale,
                             "{what} rows {rows} d {d} gamma {with_gamma} [{i}]: {v} vs {}",

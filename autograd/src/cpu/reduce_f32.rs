@@ -7,7 +7,8 @@
 //! or not at all: `perf` showed `vmovsd` loads and scalar adds, four to eight times slower
 //! than the vector loop. These loops use four 8-lane accumulators (a 32-float step, enough
 //! independent chains to hide the add latency), then add the lanes; the tail is scalar. The
-//! result differs from the generic loops' only by rounding order.
+//! result differs from the generic loops' by rounding only: another summation order, and the
+//! dots' products unrounded inside each fused multiply-add.
 //!
 //! Each function returns `None` when the CPU lacks AVX2 or FMA (or on another architecture):
 //! the caller then runs its generic loop.
@@ -25,16 +26,10 @@ pub(crate) fn as_f32<T: 'static>(x: &[T]) -> Option<&[f32]> {
 
 /// Whether the AVX2 + FMA loops can run (constant-folded when the build targets them, as the
 /// x86-64-v3 default does; otherwise one cached feature check).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 /// `Σ x`.

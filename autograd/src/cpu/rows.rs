@@ -5,9 +5,10 @@
 //! additions), so it runs one element per add latency. These loops keep [`LANES`] independent
 //! accumulators over fixed-size chunks, which the compiler turns into SIMD registers (16 f32 =
 //! two AVX2 or one AVX-512 register), and combine them at the end. The result differs from the
-//! serial sum only by rounding order. For f32 the plain reductions (`sum`, `dot` and the
-//! centred dots) run explicit AVX2 loops ([`super::reduce_f32`]): inlined into larger
-//! kernels, the lane arrays were not always packed into vector registers.
+//! serial sum only by rounding order. For f32 on x86-64 CPUs with AVX2 and FMA the plain
+//! reductions (`sum`, `dot` and the centred dots) run explicit vector loops
+//! (`cpu::reduce_f32`, whose fused multiply-adds also round differently): inlined into
+//! larger kernels, the lane arrays were not always packed into vector registers.
 
 use super::reduce_f32;
 use super::reduce_f32::as_f32 as f32_view;
@@ -75,7 +76,7 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 /// (centring before the product keeps the accuracy when `|μ| ≫` the spread of `x`).
 #[inline]
 pub fn dot_centered<T: Float>(a: &[T], x: &[T], mu: T) -> T {
-    debug_assert_eq!(a.len(), x.len());
+    assert_eq!(a.len(), x.len(), "dot_centered: lengths");
     if let (Some(af), Some(xf)) = (f32_view(a), f32_view(x)) {
         if let Some(s) = reduce_f32::dot_centered(af, xf, mu.to_f64() as f32) {
             return T::from_f64(s.into());
@@ -99,7 +100,10 @@ pub fn dot_centered<T: Float>(a: &[T], x: &[T], mu: T) -> T {
 /// `Σ a·w·(x − μ)`: [`dot_centered`] of `a ⊙ w`.
 #[inline]
 pub fn dot3_centered<T: Float>(a: &[T], w: &[T], x: &[T], mu: T) -> T {
-    debug_assert!(a.len() == x.len() && w.len() == x.len());
+    assert!(
+        a.len() == x.len() && w.len() == x.len(),
+        "dot3_centered: lengths"
+    );
     if let (Some(af), Some(wf), Some(xf)) = (f32_view(a), f32_view(w), f32_view(x)) {
         if let Some(s) = reduce_f32::dot3_centered(af, wf, xf, mu.to_f64() as f32) {
             return T::from_f64(s.into());
