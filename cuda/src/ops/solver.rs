@@ -72,9 +72,27 @@ pub fn dot3<T: GpuFloat>(
     b: usize,
     n: usize,
 ) -> Vec<(f64, f64, f64)> {
+    let mut out = a.gpu().alloc::<f64>(3 * b);
+    dot3_into(&mut out, 0, a, bv, b, n);
+    out.to_vec().chunks(3).map(|c| (c[0], c[1], c[2])).collect()
+}
+
+/// [`dot3`] left on the device: `out[at + 3s ..][..3] = (a_s·b_s, a_s·a_s, b_s·b_s)`, so that
+/// several reductions come back in one download.
+pub fn dot3_into<T: GpuFloat>(
+    out: &mut GpuBuffer<f64>,
+    at: usize,
+    a: &GpuBuffer<T>,
+    bv: &GpuBuffer<T>,
+    b: usize,
+    n: usize,
+) {
     check_len("dot3", a, b * n);
     check_len("dot3", bv, b * n);
-    let out = a.gpu().alloc::<f64>(3 * b);
+    check_len("dot3", out, at + 3 * b);
+    if b == 0 {
+        return;
+    }
     launch::<T>(
         a.gpu(),
         "solver_dot3",
@@ -83,10 +101,14 @@ pub fn dot3<T: GpuFloat>(
             Arg::Ptr(a.ptr()),
             Arg::Ptr(bv.ptr()),
             Arg::len(n),
-            Arg::Ptr(out.ptr()),
+            Arg::Ptr(f64_at(out, at)),
         ],
     );
-    out.to_vec().chunks(3).map(|c| (c[0], c[1], c[2])).collect()
+}
+
+/// The device address of `buf[at]`.
+fn f64_at(buf: &GpuBuffer<f64>, at: usize) -> u64 {
+    buf.ptr() + (at * std::mem::size_of::<f64>()) as u64
 }
 
 /// Where the vector of each sample starts in a dot product: a `[b, n]` array, or slot `k` of
@@ -114,36 +136,56 @@ pub fn dots<T: GpuFloat>(
     slots: usize,
     used: usize,
 ) -> Vec<f64> {
+    let mut out = mat.gpu().zeros::<f64>(b * slots);
+    dots_into(&mut out, 0, x, layout, mat, b, n, slots, used);
+    out.to_vec()
+}
+
+/// [`dots`] left on the device: `out[at + s·slots + i] = x_s · mat[s, i]` for `i < used`;
+/// the other entries are not written (the caller zeroes them), so that several reductions
+/// come back in one download.
+#[allow(clippy::too_many_arguments)]
+pub fn dots_into<T: GpuFloat>(
+    out: &mut GpuBuffer<f64>,
+    at: usize,
+    x: &GpuBuffer<T>,
+    layout: Rows,
+    mat: &GpuBuffer<T>,
+    b: usize,
+    n: usize,
+    slots: usize,
+    used: usize,
+) {
     assert!(used <= slots, "dots: {used} slots used of {slots}");
     check_len("dots", mat, b * slots * n);
+    check_len("dots", out, at + b * slots);
     let (offset, stride) = match layout {
         Rows::Plain => (0, n),
         Rows::Slot { k, slots: s } => (k * n, s * n),
     };
     check_len("dots", x, offset + (b.max(1) - 1) * stride + n);
-    let out = mat.gpu().zeros::<f64>(b * slots);
-    if used > 0 && b > 0 {
-        let cfg = LaunchConfig {
-            grid_dim: (b as u32, used as u32, 1),
-            block_dim: (REDUCE_THREADS, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let x_ptr = x.ptr() + (offset * std::mem::size_of::<T>()) as u64;
-        launch::<T>(
-            mat.gpu(),
-            "solver_dots",
-            cfg,
-            &[
-                Arg::Ptr(x_ptr),
-                Arg::len(stride),
-                Arg::Ptr(mat.ptr()),
-                Arg::len(n),
-                Arg::I32(slots as i32),
-                Arg::Ptr(out.ptr()),
-            ],
-        );
+    if used == 0 || b == 0 {
+        return;
     }
-    out.to_vec()
+    let cfg = LaunchConfig {
+        grid_dim: (b as u32, used as u32, 1),
+        block_dim: (REDUCE_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let x_ptr = x.ptr() + (offset * std::mem::size_of::<T>()) as u64;
+    launch::<T>(
+        mat.gpu(),
+        "solver_dots",
+        cfg,
+        &[
+            Arg::Ptr(x_ptr),
+            Arg::len(stride),
+            Arg::Ptr(mat.ptr()),
+            Arg::len(n),
+            Arg::I32(slots as i32),
+            Arg::Ptr(f64_at(out, at)),
+        ],
+    );
 }
 
 /// For active samples: `y_s = base_scale[s]·base_s + Σ_i ca[s,i]·A[s,i] (+ Σ_i cb[s,i]·B[s,i])`,
