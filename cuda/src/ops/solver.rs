@@ -159,14 +159,14 @@ pub fn dots_into<T: GpuFloat>(
     assert!(used <= slots, "dots: {used} slots used of {slots}");
     check_len("dots", mat, b * slots * n);
     check_len("dots", out, at + b * slots);
+    if used == 0 || b == 0 {
+        return;
+    }
     let (offset, stride) = match layout {
         Rows::Plain => (0, n),
         Rows::Slot { k, slots: s } => (k * n, s * n),
     };
-    check_len("dots", x, offset + (b.max(1) - 1) * stride + n);
-    if used == 0 || b == 0 {
-        return;
-    }
+    check_len("dots", x, offset + (b - 1) * stride + n);
     let cfg = LaunchConfig {
         grid_dim: (b as u32, used as u32, 1),
         block_dim: (REDUCE_THREADS, 1, 1),

@@ -35,7 +35,8 @@ pub(crate) struct Broyden<T: Float> {
 }
 
 impl<T: Float> Broyden<T> {
-    /// Zeroed histories of `min(memory, max_iter)` pairs for `b` samples of `n` values.
+    /// Zeroed histories of `crate::broyden::capacity` pairs (`min(memory, max_iter − 1)`,
+    /// at least 1) for `b` samples of `n` values.
     pub(crate) fn new(gpu: &Gpu, b: usize, n: usize, memory: usize, max_iter: usize) -> Self {
         let cap = crate::broyden::capacity(memory, max_iter);
         Broyden {
@@ -205,6 +206,18 @@ struct Coefficients<'a> {
 /// direction). Returns the slot written and `1/denom`, or `None` when skipped.
 fn plan_sample(ring: &mut Ring, sc: &Scalars<'_>, out: Coefficients<'_>) -> Option<(usize, f64)> {
     let cap = out.dir.len();
+    debug_assert!(
+        [
+            sc.c.len(),
+            sc.e.len(),
+            sc.w.len(),
+            out.cu.len(),
+            out.cv.len()
+        ]
+        .iter()
+        .all(|&l| l == cap),
+        "plan_sample: rows of {cap} slots"
+    );
     let head = ring.head;
     let kept = || (0..ring.pairs).filter(move |&i| i != head);
     let denom = -sc.dzdg + kept().map(|i| sc.e[i] * sc.c[i]).sum::<f64>();
@@ -385,5 +398,30 @@ mod tests {
         let d = apply_plan(&mut u2, &mut v2, &[0.0; 3], &dg, &g, None, &[], &[], &dir);
         let want = minus_h(&u, &v, &[0, 1], &g);
         assert!(close(&d, &want, 1e-15), "{d:?} vs {want:?}");
+
+        // A non-finite denominator on a partly filled ring (one pair of two held): skipped
+        // as well, the held pair alone gives the direction, the free slot stays free.
+        let sc = Scalars {
+            dzdg: f64::NAN,
+            ..sc
+        };
+        let mut ring = Ring {
+            pairs: 1,
+            head: 1,
+            ..Ring::default()
+        };
+        let mut dir = vec![0.0; 2];
+        let plan = plan_sample(
+            &mut ring,
+            &sc,
+            Coefficients {
+                cu: &mut [0.0; 2],
+                cv: &mut [0.0; 2],
+                dir: &mut dir,
+            },
+        );
+        assert!(plan.is_none());
+        assert_eq!((ring.pairs, ring.head, ring.skipped), (1, 1, 1));
+        assert_eq!(dir, vec![-w[0], 0.0]);
     }
 }
