@@ -212,6 +212,15 @@ impl<T: Pooled> PooledVec<T> {
         PooledVec(take_zeroed(len))
     }
 
+    /// `len` values from the pool whose contents are unspecified (see [`take`]): for work
+    /// buffers whose every element is written before it is read.
+    pub fn unspecified(len: usize) -> Self
+    where
+        T: Default,
+    {
+        PooledVec(take(len))
+    }
+
     /// The vector, no longer pooled on drop.
     pub fn into_vec(mut self) -> Vec<T> {
         std::mem::take(&mut self.0)

@@ -90,16 +90,20 @@ pub(crate) struct Broyden<T: Float> {
 }
 
 impl<T: Float> Broyden<T> {
-    /// Factors for `b` samples of `n` values: [`capacity`] pairs each, allocated now.
+    /// Factors for `b` samples of `n` values: [`capacity`] pairs each, allocated now and not
+    /// cleared (at W2's size that was 31 MiB of zeros per solve). Nothing is read before it
+    /// is written: the first step writes `g` and `d`; every step writes `Δg` before reading
+    /// it; the pair of slot `k` is written whole before a sum reads it, and sums read only
+    /// the slots of held pairs (a restart drops them all).
     pub(crate) fn new(b: usize, n: usize, memory: usize, max_iter: usize) -> Self {
         let cap = capacity(memory, max_iter);
         let samples = (0..b)
             .map(|_| Sample {
-                u: PooledVec::zeroed(cap * n),
-                v: PooledVec::zeroed(cap * n),
-                g: PooledVec::zeroed(n),
-                d: PooledVec::zeroed(n),
-                dg: PooledVec::zeroed(n),
+                u: PooledVec::unspecified(cap * n),
+                v: PooledVec::unspecified(cap * n),
+                g: PooledVec::unspecified(n),
+                d: PooledVec::unspecified(n),
+                dg: PooledVec::unspecified(n),
                 vnew: PooledVec::new(Vec::new()),
                 c: vec![0.0; cap],
                 e: vec![0.0; cap],
@@ -170,7 +174,7 @@ fn step_sample<T: Float>(s: &mut Sample<T>, z: &mut [T], fz: &[T], n: usize, cap
     }
     let k = s.head;
     if k < s.pairs && s.vnew.len() != n {
-        s.vnew = PooledVec::zeroed(n);
+        s.vnew = PooledVec::unspecified(n);
     }
     let factors = Factors {
         u: &mut s.u,

@@ -1,0 +1,66 @@
+//! Broyden's factors and work vectors come from the buffer pool without being cleared: the
+//! solver must write every value before it reads it. Pooled buffers of exactly those lengths
+//! are filled with NaN first (a NaN read anywhere would spread into the iterate), and the
+//! solve must give the same iterate, bit for bit, and the same statistics as before: with a
+//! ring that fills and wraps (memory 5), with one that restarts (seed 6406 restarts, see
+//! `broyden_restart.rs`), and over a batch of several samples. Its own test binary, so no
+//! other test takes the poisoned buffers.
+
+mod cells;
+
+use cells::{transformer_cell, transformer_params};
+use deq_autograd::{no_grad, pool, Rng, Tensor, Var};
+use deq_solvers::{solve, SolveStats, SolverConfig, SolverKind, StopMode};
+
+fn solve_cell(seed: u64, b: usize, memory: usize) -> (Vec<u64>, SolveStats) {
+    let (d, t) = (8, 4);
+    let mut rng = Rng::new(seed);
+    let params: Vec<Var<f64>> = transformer_params::<f64>(d, 16, 1.0, &mut rng)
+        .into_iter()
+        .map(Var::constant)
+        .collect();
+    let x = Var::constant(Tensor::randn(&[b, t, d], 1.0, &mut rng));
+    let cfg = SolverConfig::new(SolverKind::Broyden { memory }, 120, 1e-12, StopMode::Abs).unwrap();
+    no_grad(|| {
+        let f =
+            |z: &Tensor<f64>| transformer_cell(&Var::constant(z.clone()), &x, &params).into_value();
+        let (z, stats) = solve(&cfg, f, &Tensor::zeros(&[b, t, d]));
+        (z.data().iter().map(|v| v.to_bits()).collect(), stats)
+    })
+}
+
+/// Hands the pool NaN buffers of every length a Broyden solve of `b` samples of `n` values
+/// with `cap` pairs takes.
+fn poison(b: usize, n: usize, cap: usize) {
+    for _ in 0..4 * b + 4 {
+        pool::give(vec![f64::NAN; cap * n]);
+        pool::give(vec![f64::NAN; n]);
+    }
+}
+
+#[test]
+fn broyden_reads_no_value_before_writing_it() {
+    let n = 4 * 8;
+    for (seed, b, memory) in [(3, 1, 5), (6406, 1, 40), (11, 3, 5)] {
+        let (want, stats) = solve_cell(seed, b, memory);
+        poison(b, n, memory.min(119));
+        let (got, again) = solve_cell(seed, b, memory);
+        assert!(
+            got.iter().all(|&v| f64::from_bits(v).is_finite()),
+            "seed {seed}: a NaN reached the iterate"
+        );
+        assert_eq!(got, want, "seed {seed}: the iterate changed");
+        assert_eq!(
+            (again.iterations, again.restarts, again.fallback_steps),
+            (stats.iterations, stats.restarts, stats.fallback_steps),
+            "seed {seed}"
+        );
+        if seed == 6406 {
+            assert!(stats.restarts > 0, "seed 6406 no longer restarts");
+        }
+        assert!(
+            stats.lowrank_pairs_max >= 5.min(memory),
+            "seed {seed}: ring not filled"
+        );
+    }
+}
