@@ -9,9 +9,8 @@
 
 mod cells;
 
-use cells::{transformer_cell, transformer_params};
-use deq_autograd::{no_grad, Rng, Tensor, Var};
-use deq_solvers::{solve, SolverConfig, SolverKind, StopMode};
+use cells::solve_random_transformer;
+use deq_solvers::{SolverConfig, SolverKind, StopMode};
 
 /// The forward solve of `implicit_grad.rs` (Broyden, memory 40, 300 iterations, 1e-12 abs).
 fn solve_cell(seed: u64) -> deq_solvers::SolveStats {
@@ -19,19 +18,8 @@ fn solve_cell(seed: u64) -> deq_solvers::SolveStats {
 }
 
 fn solve_kind(seed: u64, kind: SolverKind) -> deq_solvers::SolveStats {
-    let (d, t) = (8, 4);
-    let mut rng = Rng::new(seed);
-    let params: Vec<Var<f64>> = transformer_params::<f64>(d, 16, 1.0, &mut rng)
-        .into_iter()
-        .map(Var::constant)
-        .collect();
-    let x = Var::constant(Tensor::randn(&[1, t, d], 1.0, &mut rng));
     let cfg = SolverConfig::new(kind, 300, 1e-12, StopMode::Abs).unwrap();
-    no_grad(|| {
-        let f =
-            |z: &Tensor<f64>| transformer_cell(&Var::constant(z.clone()), &x, &params).into_value();
-        solve(&cfg, f, &Tensor::zeros(&[1, t, d])).1
-    })
+    solve_random_transformer(seed, 1, &cfg).1
 }
 
 #[test]

@@ -8,25 +8,14 @@
 
 mod cells;
 
-use cells::{transformer_cell, transformer_params};
-use deq_autograd::{no_grad, pool, Rng, Tensor, Var};
-use deq_solvers::{solve, SolveStats, SolverConfig, SolverKind, StopMode};
+use cells::solve_random_transformer;
+use deq_autograd::pool;
+use deq_solvers::{SolveStats, SolverConfig, SolverKind, StopMode};
 
 fn solve_cell(seed: u64, b: usize, memory: usize) -> (Vec<u64>, SolveStats) {
-    let (d, t) = (8, 4);
-    let mut rng = Rng::new(seed);
-    let params: Vec<Var<f64>> = transformer_params::<f64>(d, 16, 1.0, &mut rng)
-        .into_iter()
-        .map(Var::constant)
-        .collect();
-    let x = Var::constant(Tensor::randn(&[b, t, d], 1.0, &mut rng));
     let cfg = SolverConfig::new(SolverKind::Broyden { memory }, 120, 1e-12, StopMode::Abs).unwrap();
-    no_grad(|| {
-        let f =
-            |z: &Tensor<f64>| transformer_cell(&Var::constant(z.clone()), &x, &params).into_value();
-        let (z, stats) = solve(&cfg, f, &Tensor::zeros(&[b, t, d]));
-        (z.data().iter().map(|v| v.to_bits()).collect(), stats)
-    })
+    let (z, stats) = solve_random_transformer(seed, b, &cfg);
+    (z.data().iter().map(|v| v.to_bits()).collect(), stats)
 }
 
 /// Hands the pool NaN buffers of every length a Broyden solve of `b` samples of `n` values

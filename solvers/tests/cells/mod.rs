@@ -111,6 +111,28 @@ pub fn transformer_params<T: Float>(
     vec![wqkv, bqkv, wo, bo, g1, be1, w1, b1, w2, b2, g2, be2]
 }
 
+/// The forward solve of a random [`transformer_cell`] (width 8, FFN 16, 4 positions, unit
+/// initialisation scale) on `b` samples of injections drawn after its parameters from
+/// `seed`: `implicit_grad.rs`'s cells, solved from zeros with `cfg`.
+pub fn solve_random_transformer(
+    seed: u64,
+    b: usize,
+    cfg: &deq_solvers::SolverConfig,
+) -> (Tensor<f64>, deq_solvers::SolveStats) {
+    let (d, t) = (8, 4);
+    let mut rng = Rng::new(seed);
+    let params: Vec<Var<f64>> = transformer_params::<f64>(d, 16, 1.0, &mut rng)
+        .into_iter()
+        .map(Var::constant)
+        .collect();
+    let x = Var::constant(Tensor::randn(&[b, t, d], 1.0, &mut rng));
+    deq_autograd::no_grad(|| {
+        let f =
+            |z: &Tensor<f64>| transformer_cell(&Var::constant(z.clone()), &x, &params).into_value();
+        deq_solvers::solve(cfg, f, &Tensor::zeros(&[b, t, d]))
+    })
+}
+
 /// A TrellisNet-form cell over `z = [h; c]` (`[B, T, 2d]`): a causal convolution of kernel 2
 /// over `h` plus the injection `x` (`[B, T, 4d]`) gives the gates, then
 /// `c' = σ(f)·c + σ(i)·tanh(g)`, `h' = σ(o)·tanh(c')`. Params `[W (2×d×4d), b (4d)]`.
