@@ -1,6 +1,7 @@
 //! Broyden's factors and work vectors come from the buffer pool without being cleared: the
-//! solver must write every value before it reads it. Pooled buffers of exactly those lengths
-//! are filled with NaN first (a NaN read anywhere would spread into the iterate), and the
+//! solver must write every value before it reads it. Every pooled buffer of exactly those
+//! lengths is made a NaN one first (a NaN read anywhere, even with a zero coefficient, would
+//! spread into the iterate), and the
 //! solve must give the same iterate, bit for bit, and the same statistics as before: with a
 //! ring that fills and wraps (memory 5), with one that restarts (seed 6406 restarts, see
 //! `broyden_restart.rs`), and over a batch of several samples. Its own test binary, so no
@@ -18,13 +19,21 @@ fn solve_cell(seed: u64, b: usize, memory: usize) -> (Vec<u64>, SolveStats) {
     (z.data().iter().map(|v| v.to_bits()).collect(), stats)
 }
 
-/// Hands the pool NaN buffers of every length a Broyden solve of `b` samples of `n` values
-/// with `cap` pairs takes.
-fn poison(b: usize, n: usize, cap: usize) {
-    for _ in 0..4 * b + 4 {
-        pool::give(vec![f64::NAN; cap * n]);
-        pool::give(vec![f64::NAN; n]);
+/// Makes every pooled buffer of `len` values a NaN one, `count` of them: taken out first (so
+/// the pool's demand for that length covers them and it keeps them all when they come back),
+/// filled, and given back. Checked: the next buffer of that length is NaN.
+fn poison(len: usize, count: usize) {
+    let bufs: Vec<Vec<f64>> = (0..count).map(|_| pool::take(len)).collect();
+    for mut v in bufs {
+        v.fill(f64::NAN);
+        pool::give(v);
     }
+    let probe = pool::take::<f64>(len);
+    assert!(
+        probe.iter().all(|v| v.is_nan()),
+        "the pool kept no NaN buffer of {len}"
+    );
+    pool::give(probe);
 }
 
 #[test]
@@ -32,7 +41,8 @@ fn broyden_reads_no_value_before_writing_it() {
     let n = 4 * 8;
     for (seed, b, memory) in [(3, 1, 5), (6406, 1, 40), (11, 3, 5)] {
         let (want, stats) = solve_cell(seed, b, memory);
-        poison(b, n, memory.min(119));
+        poison(memory.min(119) * n, 2 * b + 2);
+        poison(n, 8 * b + 8);
         let (got, again) = solve_cell(seed, b, memory);
         assert!(
             got.iter().all(|&v| f64::from_bits(v).is_finite()),

@@ -291,6 +291,27 @@ mod tests {
         }
     }
 
+    /// The DEQ-Transformer's layout at a size that takes the parallel row path for certain
+    /// (a `[4, 1, 512]` mask over `[4, 64, 512]`: 131072 values), against the strided walk.
+    #[test]
+    fn a_large_variational_mask_takes_the_parallel_rows() {
+        let (out, mshape) = ([4usize, 64, 512], [4usize, 1, 512]);
+        let n: usize = out.iter().product();
+        assert!(n >= PAR_MIN);
+        let st = broadcast_strides(&mshape, &out);
+        let (x, m) = (values(n, 1), values(4 * 512, 2));
+        let mut got = vec![0.0; n];
+        dropout(&x, &m, false, &out, &st, &mut got);
+        let mut want = vec![0.0; n];
+        walk2(&out, &st, &st, |j, im, _| want[j] = x[j] * m[im]);
+        assert_eq!(got, want);
+        let mut got = vec![1.0; n];
+        dropout_backward(&x, &m, false, &out, &st, &mut got, true);
+        let mut want = vec![1.0; n];
+        walk2(&out, &st, &st, |j, im, _| want[j] += x[j] * m[im]);
+        assert_eq!(got, want);
+    }
+
     /// The row offset of a `[B, 1, d]` mask over `[B, T, d]` is the sample's row, whatever `t`.
     #[test]
     fn a_variational_mask_row_is_its_sample() {
