@@ -65,20 +65,8 @@ pub fn residual_sums<T: GpuFloat>(
     out.to_vec().chunks(2).map(|c| (c[0], c[1])).collect()
 }
 
-/// `[(a_s·b_s, a_s·a_s, b_s·b_s)]` for every sample, in f64 (waits for the device).
-pub fn dot3<T: GpuFloat>(
-    a: &GpuBuffer<T>,
-    bv: &GpuBuffer<T>,
-    b: usize,
-    n: usize,
-) -> Vec<(f64, f64, f64)> {
-    let mut out = a.gpu().alloc::<f64>(3 * b);
-    dot3_into(&mut out, 0, a, bv, b, n);
-    out.to_vec().chunks(3).map(|c| (c[0], c[1], c[2])).collect()
-}
-
-/// [`dot3`] left on the device: `out[at + 3s ..][..3] = (a_s·b_s, a_s·a_s, b_s·b_s)`, so that
-/// several reductions come back in one download.
+/// `out[at + 3s ..][..3] = (a_s·b_s, a_s·a_s, b_s·b_s)` for every sample, in f64, left on the
+/// device so that several reductions come back in one download.
 pub fn dot3_into<T: GpuFloat>(
     out: &mut GpuBuffer<f64>,
     at: usize,
