@@ -333,6 +333,39 @@ impl<T: Float> Tape<T> {
         });
     }
 
+    /// `addend + cotangentᵀ·∂output/∂wrt` for one output and one variable, summed in the
+    /// gradient's own buffer: the adjoint iteration's `g + yᵀJ` as one pass over the values
+    /// on the CPU and one kernel on a device, with no copy and no separate add op. `addend`
+    /// has `wrt`'s shape and device (panics otherwise); a `wrt` that the output does not
+    /// depend on gives `addend` itself.
+    pub fn vjp_plus(
+        &self,
+        output: &Var<T>,
+        cotangent: &Tensor<T>,
+        wrt: &Var<T>,
+        addend: &Tensor<T>,
+    ) -> Tensor<T> {
+        assert_eq!(
+            addend.shape(),
+            wrt.shape(),
+            "vjp_plus: addend shape {:?} differs from wrt shape {:?}",
+            addend.shape(),
+            wrt.shape()
+        );
+        let mut out = None;
+        self.vjp_buffers(&[output], &[cotangent], &[wrt], |_, borrowed, owned| {
+            out = Some(match (owned, borrowed) {
+                (Some(mut g), _) => {
+                    g.write(addend, true);
+                    g.into_tensor(wrt.shape())
+                }
+                (None, Some(_)) => unreachable!("a lone wrt variable's buffer is handed over"),
+                (None, None) => addend.clone(),
+            });
+        });
+        out.expect("vjp_buffers reports the one wrt variable")
+    }
+
     /// Runs one sweep, then hands `wrt[j]`'s gradient to `sink(j, borrowed, owned)`: `owned`
     /// when the buffer can be moved out (the last `wrt` entry naming that node), `borrowed`
     /// otherwise, both `None` for a zero gradient.

@@ -254,3 +254,40 @@ proptest! {
         prop_assert!(report.passed(), "{}", report);
     }
 }
+
+/// `vjp_plus` is `addend + uᵀ·∂y/∂z` bit for bit (the sum is taken in the gradient's buffer),
+/// on every replay, and `addend` itself where the output does not depend on the variable.
+#[test]
+fn vjp_plus_adds_the_addend_to_the_replayed_vjp() {
+    let cell = Cell::new(3, 5, 4, 2);
+    let (tape, leaves, y) = cell.record();
+    let mut rng = Rng::new(8);
+    for _ in 0..3 {
+        let u = Tensor::randn(y.shape(), 1.0, &mut rng);
+        let g = Tensor::randn(leaves[0].shape(), 1.0, &mut rng);
+        let got = tape.vjp_plus(&y, &u, &leaves[0], &g);
+        let vjp = tape.vjp(&[&y], &[&u], &[&leaves[0]]).remove(0);
+        let want: Vec<f64> = g
+            .data()
+            .iter()
+            .zip(vjp.data())
+            .map(|(a, b)| a + b)
+            .collect();
+        assert_eq!(got.shape(), leaves[0].shape());
+        assert_eq!(bits(&got), bits(&Tensor::from_vec(want, got.shape())));
+    }
+    // A leaf that `y` does not depend on.
+    let unused = tape.leaf(Tensor::<f64>::zeros(&[2, 2]));
+    let g = Tensor::randn(&[2, 2], 1.0, &mut rng);
+    let u = Tensor::randn(y.shape(), 1.0, &mut rng);
+    assert_eq!(bits(&tape.vjp_plus(&y, &u, &unused, &g)), bits(&g));
+}
+
+#[test]
+#[should_panic(expected = "vjp_plus: addend shape [3, 4] differs from wrt shape [3, 5]")]
+fn vjp_plus_with_a_misshapen_addend_panics_with_both_shapes() {
+    let cell = Cell::new(3, 5, 4, 3);
+    let (tape, leaves, y) = cell.record();
+    let u = Tensor::<f64>::zeros(y.shape());
+    tape.vjp_plus(&y, &u, &leaves[0], &Tensor::zeros(&[3, 4]));
+}

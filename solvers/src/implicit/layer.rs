@@ -16,7 +16,7 @@ use super::config::{BackwardMode, DeqConfig};
 use crate::active_rows::{gather_rows, solve_rows};
 use crate::solve::{solve, solve_from};
 use crate::stats::SolveStats;
-use deq_autograd::{custom_op, kernels, no_grad, Device, Float, Tape, Tensor, Var};
+use deq_autograd::{custom_op, no_grad, Float, Tape, Tensor, Var};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -228,31 +228,11 @@ fn attach_implicit_backward<T: Float>(
     inputs.push(x);
     inputs.extend(params.iter());
     let vjp = move |g: &Tensor<T>, needs: &[bool]| -> Vec<Option<Tensor<T>>> {
-        // Adjoint solve y = y·J_f(z*) + g, from y0 = 0; each iteration one pruned z-only VJP.
+        // Adjoint solve y = y·J_f(z*) + g, from y0 = 0; each iteration one pruned z-only VJP,
+        // g added in the VJP's own buffer (one pass, or one kernel on a device).
         let (y, stats) = solve_from(
             &b_cfg,
-            |y: &Tensor<T>| {
-                if g.device() != Device::Cpu {
-                    // On a device: g + yᵀJ from the tape's VJP and one add kernel.
-                    let yj = inner.vjp(&[&fz], &[y], &[&z_leaf]).remove(0);
-                    return Var::constant(g.clone())
-                        .add(&Var::constant(yj))
-                        .into_value();
-                }
-                // g + yᵀJ in one pass, read straight from the tape's gradient buffer.
-                let mut out = None;
-                inner.vjp_with(&[&fz], &[y], &[&z_leaf], |_, grad| {
-                    out = Some(match grad {
-                        Some(v) => {
-                            let mut sum = deq_autograd::pool::take(v.len());
-                            kernels::zip_into(&mut sum, g.data(), v, |a, b| a + b, false);
-                            Tensor::from_vec(sum, g.shape())
-                        }
-                        None => g.clone(),
-                    })
-                });
-                out.expect("vjp_with reports the one wrt variable")
-            },
+            |y: &Tensor<T>| inner.vjp_plus(&fz, y, &z_leaf, g),
             Tensor::zeros_on(g.shape(), g.device()),
         );
         *backward_stats.borrow_mut() = Some(stats);
