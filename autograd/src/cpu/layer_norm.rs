@@ -129,16 +129,12 @@ pub fn backward_x_in_place<T: Float>(
     });
 }
 
-/// `(Σ ĝ, Σ ĝ·(x − μ))` with `ĝ = g ⊙ γ`: two separate reductions of [`super::rows`], one
-/// sum each, over the row (in L1 by then). One loop carrying both sums in lane arrays
-/// compiled to scalar code (the compiler's SLP pass did not pack two arrays), which made this
-/// VJP 2× slower.
+/// `(Σ ĝ, Σ ĝ·(x − μ))` with `ĝ = g ⊙ γ`: [`rows::sums_centered`], one pass over the row
+/// for f32 on AVX2 (explicit vector accumulators: a generic loop carrying both sums in lane
+/// arrays compiled to scalar code, which made this VJP 2× slower), else two reductions.
 #[inline(always)]
 fn sums<T: Float>(g: &[T], gamma: Option<&[T]>, x: &[T], mu: T) -> (T, T) {
-    match gamma {
-        Some(w) => (rows::dot(g, w), rows::dot3_centered(g, w, x, mu)),
-        None => (rows::sum(g), rows::dot_centered(g, x, mu)),
-    }
+    rows::sums_centered(g, gamma, x, mu)
 }
 
 /// `dst (+)= Σ_rows g ⊙ x̂` (`∂γ`, when `beta` is false) or `Σ_rows g` (`∂β`): column sums,

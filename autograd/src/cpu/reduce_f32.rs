@@ -1,5 +1,5 @@
-//! The f32 row reductions ([`super::rows`]' `sum`, `dot` and the centred dots) as explicit
-//! AVX2 + FMA loops.
+//! The f32 row reductions ([`super::rows`]' `sum`, `dot` and layer norm's pair of sums) as
+//! explicit AVX2 + FMA loops.
 //!
 //! Why: the generic loops keep 16 lane accumulators in an array and rely on the compiler's
 //! SLP pass to pack them into vector registers. Where they are inlined into a larger kernel
@@ -56,30 +56,24 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> Option<f32> {
     None
 }
 
-/// `Σ a·(x − μ)`.
+/// `(Σ a·w, Σ a·w·(x − μ))` (without `w`: `(Σ a, Σ a·(x − μ))`) in one pass over the
+/// slices, layer norm's two backward sums; the first is bit-equal to [`dot`] (or [`sum`]):
+/// the same accumulators, steps and tail.
 #[inline(always)]
-pub(crate) fn dot_centered(a: &[f32], x: &[f32], mu: f32) -> Option<f32> {
-    assert_eq!(a.len(), x.len(), "dot_centered: lengths");
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: as in `dot`.
-        return Some(unsafe { avx2::dot3_centered(a, None, x, mu) });
-    }
-    let _ = mu;
-    None
-}
-
-/// `Σ a·w·(x − μ)`.
-#[inline(always)]
-pub(crate) fn dot3_centered(a: &[f32], w: &[f32], x: &[f32], mu: f32) -> Option<f32> {
+pub(crate) fn sums_centered(
+    a: &[f32],
+    w: Option<&[f32]>,
+    x: &[f32],
+    mu: f32,
+) -> Option<(f32, f32)> {
     assert!(
-        a.len() == x.len() && w.len() == x.len(),
-        "dot3_centered: lengths"
+        a.len() == x.len() && w.is_none_or(|w| w.len() == x.len()),
+        "sums_centered: lengths"
     );
     #[cfg(target_arch = "x86_64")]
     if available() {
         // SAFETY: as in `dot`.
-        return Some(unsafe { avx2::dot3_centered(a, Some(w), x, mu) });
+        return Some(unsafe { avx2::sums_centered(a, w, x, mu) });
     }
     let _ = mu;
     None
@@ -139,21 +133,26 @@ mod avx2 {
         unsafe { total(acc) + tail }
     }
 
-    /// `Σ a·w·(x − μ)`, or `Σ a·(x − μ)` without `w`.
+    /// `(Σ a·w, Σ a·w·(x − μ))`, or `(Σ a, Σ a·(x − μ))` without `w`, in one loop.
     ///
     /// # Safety
     /// The CPU must have AVX2 and FMA; the slices share one length.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot3_centered(a: &[f32], w: Option<&[f32]>, x: &[f32], mu: f32) -> f32 {
+    pub(super) unsafe fn sums_centered(
+        a: &[f32],
+        w: Option<&[f32]>,
+        x: &[f32],
+        mu: f32,
+    ) -> (f32, f32) {
         let full = a.len() - a.len() % STEP;
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let (mut plain, mut centred) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
         let (pa, px) = (a.as_ptr(), x.as_ptr());
         let m = _mm256_set1_ps(mu);
         match w {
             Some(w) => {
                 let pw = w.as_ptr();
                 for i in (0..full).step_by(STEP) {
-                    for (r, s) in acc.iter_mut().enumerate() {
+                    for r in 0..4 {
                         let o = i + 8 * r;
                         // SAFETY: `o + 8 ≤ full ≤` every length.
                         let (va, vw, vx) = unsafe {
@@ -163,27 +162,37 @@ mod avx2 {
                                 _mm256_loadu_ps(px.add(o)),
                             )
                         };
-                        *s = _mm256_fmadd_ps(_mm256_mul_ps(va, vw), _mm256_sub_ps(vx, m), *s);
+                        plain[r] = _mm256_fmadd_ps(va, vw, plain[r]);
+                        centred[r] = _mm256_fmadd_ps(
+                            _mm256_mul_ps(va, vw),
+                            _mm256_sub_ps(vx, m),
+                            centred[r],
+                        );
                     }
                 }
             }
             None => {
                 for i in (0..full).step_by(STEP) {
-                    for (r, s) in acc.iter_mut().enumerate() {
+                    for r in 0..4 {
                         let o = i + 8 * r;
                         // SAFETY: as above.
                         let (va, vx) =
                             unsafe { (_mm256_loadu_ps(pa.add(o)), _mm256_loadu_ps(px.add(o))) };
-                        *s = _mm256_fmadd_ps(va, _mm256_sub_ps(vx, m), *s);
+                        plain[r] = _mm256_add_ps(plain[r], va);
+                        centred[r] = _mm256_fmadd_ps(va, _mm256_sub_ps(vx, m), centred[r]);
                     }
                 }
             }
         }
-        let tail: f32 = (full..a.len())
+        let plain_tail: f32 = match w {
+            Some(w) => a[full..].iter().zip(&w[full..]).map(|(p, q)| p * q).sum(),
+            None => a[full..].iter().sum(),
+        };
+        let centred_tail: f32 = (full..a.len())
             .map(|i| a[i] * w.map_or(1.0, |w| w[i]) * (x[i] - mu))
             .sum();
         // SAFETY: the CPU features are this function's own.
-        unsafe { total(acc) + tail }
+        unsafe { (total(plain) + plain_tail, total(centred) + centred_tail) }
     }
 }
 
@@ -218,8 +227,37 @@ mod tests {
             };
             close(sum(&a), want_sum, "sum");
             close(dot(&a, &w), want_dot, "dot");
-            close(dot_centered(&a, &x, mu), want_c, "dot_centered");
-            close(dot3_centered(&a, &w, &x, mu), want_c3, "dot3_centered");
+            close(
+                sums_centered(&a, None, &x, mu).map(|s| s.1),
+                want_c,
+                "Σ a·(x − μ)",
+            );
+            let centred3 = sums_centered(&a, Some(&w), &x, mu).map(|s| s.1);
+            close(centred3, want_c3, "Σ a·w·(x − μ)");
+        }
+    }
+
+    /// The one-pass pair's plain sums are bit-equal to [`dot`] and [`sum`], with and without `w`.
+    #[test]
+    fn the_one_pass_plain_sums_equal_dot_and_sum_bit_for_bit() {
+        for n in [0usize, 1, 9, 31, 32, 33, 64, 100, 256, 257] {
+            let a: Vec<f32> = (0..n)
+                .map(|i| ((i * 29 % 83) as f32) * 0.03 - 1.2)
+                .collect();
+            let w: Vec<f32> = (0..n).map(|i| 0.4 + ((i * 7 % 17) as f32) * 0.07).collect();
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 19 % 89) as f32) * 0.02 - 0.5)
+                .collect();
+            let Some((with_w, _)) = sums_centered(&a, Some(&w), &x, 0.37) else {
+                return; // no AVX2 on this CPU
+            };
+            assert_eq!(
+                with_w.to_bits(),
+                dot(&a, &w).unwrap().to_bits(),
+                "n={n}: Σ a·w"
+            );
+            let (without, _) = sums_centered(&a, None, &x, 0.37).unwrap();
+            assert_eq!(without.to_bits(), sum(&a).unwrap().to_bits(), "n={n}: Σ a");
         }
     }
 

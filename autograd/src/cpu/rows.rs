@@ -77,11 +77,6 @@ pub fn dot<T: Float>(a: &[T], b: &[T]) -> T {
 #[inline]
 pub fn dot_centered<T: Float>(a: &[T], x: &[T], mu: T) -> T {
     assert_eq!(a.len(), x.len(), "dot_centered: lengths");
-    if let (Some(af), Some(xf)) = (f32_view(a), f32_view(x)) {
-        if let Some(s) = reduce_f32::dot_centered(af, xf, mu.to_f64() as f32) {
-            return T::from_f64(s.into());
-        }
-    }
     let mut acc = [T::ZERO; LANES];
     let (ca, cx) = (a.chunks_exact(LANES), x.chunks_exact(LANES));
     let tail = ca
@@ -97,6 +92,23 @@ pub fn dot_centered<T: Float>(a: &[T], x: &[T], mu: T) -> T {
     fold_lanes(acc, |a, b| a + b) + tail
 }
 
+/// `(Σ a·w, Σ a·w·(x − μ))`, or `(Σ a, Σ a·(x − μ))` without `w`: layer norm's backward
+/// sums. For f32 on AVX2 one pass over the slices (explicit vector loops); otherwise [`dot`]
+/// (or [`sum`]) and the generic [`dot3_centered`] (or [`dot_centered`]).
+#[inline]
+pub fn sums_centered<T: Float>(a: &[T], w: Option<&[T]>, x: &[T], mu: T) -> (T, T) {
+    if let (Some(af), Some(xf)) = (f32_view(a), f32_view(x)) {
+        let wf = w.map(|w| f32_view(w).expect("w has a's type"));
+        if let Some((p, c)) = reduce_f32::sums_centered(af, wf, xf, mu.to_f64() as f32) {
+            return (T::from_f64(p.into()), T::from_f64(c.into()));
+        }
+    }
+    match w {
+        Some(w) => (dot(a, w), dot3_centered(a, w, x, mu)),
+        None => (sum(a), dot_centered(a, x, mu)),
+    }
+}
+
 /// `Σ a·w·(x − μ)`: [`dot_centered`] of `a ⊙ w`.
 #[inline]
 pub fn dot3_centered<T: Float>(a: &[T], w: &[T], x: &[T], mu: T) -> T {
@@ -104,11 +116,6 @@ pub fn dot3_centered<T: Float>(a: &[T], w: &[T], x: &[T], mu: T) -> T {
         a.len() == x.len() && w.len() == x.len(),
         "dot3_centered: lengths"
     );
-    if let (Some(af), Some(wf), Some(xf)) = (f32_view(a), f32_view(w), f32_view(x)) {
-        if let Some(s) = reduce_f32::dot3_centered(af, wf, xf, mu.to_f64() as f32) {
-            return T::from_f64(s.into());
-        }
-    }
     let mut acc = [T::ZERO; LANES];
     let (ca, cw, cx) = (
         a.chunks_exact(LANES),
