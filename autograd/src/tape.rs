@@ -336,8 +336,8 @@ impl<T: Float> Tape<T> {
     /// `addend + cotangentᵀ·∂output/∂wrt` for one output and one variable, summed in the
     /// gradient's own buffer: the adjoint iteration's `g + yᵀJ` as one pass over the values
     /// on the CPU and one kernel on a device, with no copy and no separate add op. `addend`
-    /// has `wrt`'s shape and device (panics otherwise); a `wrt` that the output does not
-    /// depend on gives `addend` itself.
+    /// must have `wrt`'s shape and device (a programmer error otherwise: panics with both); a
+    /// `wrt` that the output does not depend on gives `addend` itself.
     pub fn vjp_plus(
         &self,
         output: &Var<T>,
@@ -351,6 +351,13 @@ impl<T: Float> Tape<T> {
             "vjp_plus: addend shape {:?} differs from wrt shape {:?}",
             addend.shape(),
             wrt.shape()
+        );
+        assert_eq!(
+            addend.device(),
+            wrt.value().device(),
+            "vjp_plus: addend on {} for a wrt on {}",
+            addend.device(),
+            wrt.value().device()
         );
         let mut out = None;
         self.vjp_buffers(&[output], &[cotangent], &[wrt], |_, borrowed, owned| {

@@ -276,6 +276,14 @@ fn vjp_plus_adds_the_addend_to_the_replayed_vjp() {
         assert_eq!(got.shape(), leaves[0].shape());
         assert_eq!(bits(&got), bits(&Tensor::from_vec(want, got.shape())));
     }
+    // The output as its own variable: the cotangent plus the addend.
+    let u = Tensor::randn(y.shape(), 1.0, &mut rng);
+    let g = Tensor::randn(y.shape(), 1.0, &mut rng);
+    let want: Vec<f64> = g.data().iter().zip(u.data()).map(|(a, b)| b + a).collect();
+    assert_eq!(
+        bits(&tape.vjp_plus(&y, &u, &y, &g)),
+        bits(&Tensor::from_vec(want, y.shape()))
+    );
     // A leaf that `y` does not depend on.
     let unused = tape.leaf(Tensor::<f64>::zeros(&[2, 2]));
     let g = Tensor::randn(&[2, 2], 1.0, &mut rng);

@@ -6,9 +6,11 @@
 //! accumulators over fixed-size chunks, which the compiler turns into SIMD registers (16 f32 =
 //! two AVX2 or one AVX-512 register), and combine them at the end. The result differs from the
 //! serial sum only by rounding order. For f32 on x86-64 CPUs with AVX2 and FMA the plain
-//! reductions (`sum`, `dot` and the centred dots) run explicit vector loops
+//! reductions (`sum`, `dot` and layer norm's pair `sums_centered`) run explicit vector loops
 //! (`cpu::reduce_f32`, whose fused multiply-adds also round differently): inlined into
-//! larger kernels, the lane arrays were not always packed into vector registers.
+//! larger kernels, the lane arrays were not always packed into vector registers. The single
+//! centred dots (`dot_centered`, `dot3_centered`) are the generic loops only: their one
+//! caller is `sums_centered`'s fallback.
 
 use super::reduce_f32;
 use super::reduce_f32::as_f32 as f32_view;
